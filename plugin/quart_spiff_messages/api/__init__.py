@@ -1,0 +1,5 @@
+"""The HTTP API (a blueprint) and its error answers."""
+
+from .routes import create_blueprint
+
+__all__ = ["create_blueprint"]

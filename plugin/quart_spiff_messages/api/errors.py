@@ -1,0 +1,56 @@
+"""Problem+json answers. Every error a client can cause has its own ``error_code``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from quart import Response, json
+from quart_schema import RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException
+
+from ..names import InvalidName
+from ..router import RouterError
+
+log = logging.getLogger("quart_spiff_messages")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error_code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+        self.extra = extra
+
+
+def problem(status: int, error_code: str, message: str, **extra: Any) -> Response:
+    body = {"type": "about:blank", "title": error_code, "status": status, "detail": message,
+            "error_code": error_code, "message": message, **extra}
+    return Response(json.dumps(body), status=status, content_type="application/problem+json")
+
+
+async def on_api_error(exc: ApiError) -> Response:
+    return problem(exc.status, exc.error_code, exc.message, **exc.extra)
+
+
+async def on_router_error(exc: RouterError) -> Response:
+    return problem(exc.status, exc.error_code, exc.message, **exc.extra)
+
+
+async def on_invalid_name(exc: InvalidName) -> Response:
+    return problem(400, "invalid_message_name", str(exc))
+
+
+async def on_validation_error(exc: RequestSchemaValidationError) -> Response:
+    return problem(400, "invalid_request", str(exc.validation_error))
+
+
+async def on_http_error(exc: HTTPException) -> Response:
+    code = (exc.name or "error").lower().replace(" ", "_")
+    return problem(exc.code or 500, code, exc.description or exc.name or "error")
+
+
+async def on_unexpected(exc: Exception) -> Response:
+    log.exception("unexpected error while handling a request")
+    return problem(500, "internal_server_error", f"{type(exc).__name__}: the server could not handle the request")

@@ -1,0 +1,210 @@
+"""HTTP routes: parse, hand to the router, answer. No decisions are taken here."""
+
+from __future__ import annotations
+
+import json as stdjson
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from quart import Blueprint, Response, current_app, json, request
+from quart_schema import (
+    RequestSchemaValidationError,
+    document_querystring,
+    document_request,
+    document_response,
+)
+from werkzeug.exceptions import HTTPException
+
+from ..names import InvalidName, parse_modified_name
+from ..router import Outcome, RouterError
+from ..store import MessageFilter
+from . import errors, schemas, views
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _state() -> Any:
+    return current_app.extensions["spiff_messages"]
+
+
+def _ok(body: Mapping[str, Any], status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+async def _json_object(what: str, required: bool = True) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 ``invalid_payload`` that says what is wrong."""
+    raw = await request.get_data()
+    if not raw.strip():
+        if required:
+            raise errors.ApiError(400, "invalid_payload", f"the {what} must be a JSON object; the body is empty")
+        return {}
+    try:
+        value = stdjson.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.ApiError(400, "invalid_payload", f"the {what} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise errors.ApiError(400, "invalid_payload",
+                              f"the {what} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _query(model: type[M]) -> M:
+    try:
+        return model.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "query"
+        raise errors.ApiError(400, "invalid_query_parameter", f"{field}: {first['msg']}", field=field) from exc
+
+
+def _outcome(outcome: Outcome) -> Response:
+    msg = views.message_json(outcome.message) if outcome.message is not None else None
+    if outcome.kind in ("delivered", "started") and outcome.instance is not None:
+        return _ok({"task_data": outcome.task_data or {},
+                    "process_instance": views.instance_json(outcome.instance),
+                    "message_instance": msg})
+    if outcome.kind == "process_error" and outcome.instance is not None:
+        error = outcome.error or {}
+        return errors.problem(
+            400, "process_error",
+            f"process instance {outcome.instance.id} failed in task {error.get('task')!r}: {error.get('message')}",
+            task=error.get("task"), task_name=error.get("task_name"), error_type=error.get("error_type"),
+            process_instance=views.instance_json(outcome.instance), message_instance=msg)
+    return errors.problem(400, "message_not_accepted", outcome.reason or "message not accepted",
+                          message_instance=msg)
+
+
+def create_blueprint() -> Blueprint:
+    bp = Blueprint("spiff_messages", __name__)
+
+    @bp.post("/messages/<modified_message_name>")
+    @document_request(schemas.Payload)
+    @document_querystring(schemas.SendQuery)
+    @document_response(schemas.DeliveredOut, 200)
+    @document_response(schemas.Problem, 400)
+    async def send_message(modified_message_name: str) -> Response:
+        """Send a message: to the waiting instance that correlates, else to a Message Start Event.
+
+        Colons in the name stand for slashes: `orders:payment_failed` is message `payment_failed` in group
+        `orders` and its sub-groups. A message nobody can take is answered `400 message_not_accepted`.
+        """
+        parse_modified_name(modified_message_name)
+        _query(schemas.SendQuery)
+        payload = await _json_object("message payload")
+        return _outcome(await _state().router.send_message(modified_message_name, payload))
+
+    @bp.get("/messages")
+    @document_querystring(schemas.MessageListQuery)
+    @document_response(schemas.MessageListOut, 200)
+    async def list_messages() -> Response:
+        """Messages, newest first. `status` and `message_type` take comma-separated values."""
+        q = _query(schemas.MessageListQuery)
+        flt = MessageFilter(name=q.name, statuses=_csv(q.status), message_types=_csv(q.message_type),
+                            process_instance_id=q.process_instance_id)
+        return await _message_page(flt, q.page, q.per_page)
+
+    @bp.post("/messages")
+    @document_request(schemas.MessageSearch)
+    @document_querystring(schemas.PageQuery)
+    @document_response(schemas.MessageListOut, 200)
+    async def search_messages() -> Response:
+        """Messages matching the filters in the body (what Spiff Arena's UI calls), newest first."""
+        q = _query(schemas.PageQuery)
+        try:
+            body = schemas.MessageSearch.model_validate(await _json_object("search filter", required=False))
+        except ValidationError as exc:
+            raise errors.ApiError(400, "invalid_request", str(exc)) from exc
+        flt = MessageFilter(name=body.name, statuses=body.status, message_types=body.message_type,
+                            process_instance_id=body.process_instance_id, created_after=body.created_after,
+                            created_before=body.created_before)
+        return await _message_page(flt, q.page, q.per_page)
+
+    @bp.get("/message-models")
+    @document_response(schemas.MessageModelsOut, 200)
+    async def message_models() -> Response:
+        """The catalog: every message, its correlation properties, the processes it starts and where it is caught."""
+        return _ok(_catalog_json(_state().router.catalog))
+
+    @bp.post("/process-instances/<modified_process_id>")
+    @document_request(schemas.Payload)
+    @document_response(schemas.DeliveredOut, 201)
+    async def start_process(modified_process_id: str) -> Response:
+        """Start a process through its plain start event; the body is its initial data."""
+        data = await _json_object("initial data", required=False)
+        outcome = await _state().router.start_process(modified_process_id, data)
+        if outcome.kind == "process_error":
+            return _outcome(outcome)
+        assert outcome.instance is not None
+        return _ok({"task_data": outcome.task_data or {},
+                    "process_instance": views.instance_json(outcome.instance)}, 201)
+
+    @bp.get("/process-instances/<int:instance_id>")
+    @document_response(schemas.InstanceOut, 200)
+    async def show_instance(instance_id: int) -> Response:
+        """An instance: status, current data, and the messages it waits for with their correlation values."""
+        row, data, waits = await _state().router.instance_view(instance_id)
+        return _ok({"process_instance": {**views.instance_json(row), "data": data, "waiting_for": waits}})
+
+    @bp.get("/process-instances")
+    @document_querystring(schemas.InstanceListQuery)
+    @document_response(schemas.InstanceListOut, 200)
+    async def list_instances() -> Response:
+        """Process instances, newest first."""
+        q = _query(schemas.InstanceListQuery)
+        key = None
+        if q.process_id:
+            scoped = parse_modified_name(q.process_id)
+            key = f"{scoped.group}/{scoped.name}" if scoped.group else scoped.name
+        async with _state().store.reader() as tx:
+            page = await tx.list_instances(status=q.status, process_key=key, page=q.page, per_page=q.per_page)
+        return _ok(views.page_json(page, [views.instance_json(r) for r in page.rows]))
+
+    bp.register_error_handler(errors.ApiError, errors.on_api_error)
+    bp.register_error_handler(RouterError, errors.on_router_error)
+    bp.register_error_handler(InvalidName, errors.on_invalid_name)
+    bp.register_error_handler(RequestSchemaValidationError, errors.on_validation_error)
+    bp.register_error_handler(HTTPException, errors.on_http_error)
+    bp.register_error_handler(Exception, errors.on_unexpected)
+    return bp
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+async def _message_page(flt: MessageFilter, page: int, per_page: int) -> Response:
+    async with _state().store.reader() as tx:
+        result = await tx.list_messages(flt, page, per_page)
+    return _ok(views.page_json(result, [views.message_json(r) for r in result.rows]))
+
+
+def _catalog_json(catalog: Any) -> dict[str, Any]:
+    def props(properties: Any) -> list[dict[str, Any]]:
+        return [{"identifier": p.name, "retrieval_expression": p.expression, "correlation_keys": list(p.keys)}
+                for p in properties]
+
+    def point(p: Any) -> dict[str, Any]:
+        return {"process_model_identifier": p.process_key, "process_id": p.process_id, "process_group": p.group,
+                "element_id": p.element_id, "message_variable": p.message_variable}
+
+    starts, catches = catalog.starts, catalog.catches
+    out = []
+    for name in sorted(catalog.messages):
+        groups = sorted(catalog.messages[name])
+        seen: dict[tuple[str, str], dict[str, Any]] = {}
+        for p in [*starts.get(name, ()), *catches.get(name, ())]:
+            for d in props(p.properties):
+                seen.setdefault((d["identifier"], d["retrieval_expression"]), d)
+        processes = sorted({p.process_key for p in [*starts.get(name, ()), *catches.get(name, ())]})
+        out.append({
+            "identifier": name,
+            "location": groups[0] if len(groups) == 1 else "",
+            "process_groups": groups,
+            "correlation_properties": list(seen.values()),
+            "process_model_identifiers": processes,
+            "start_events": [point(s) for s in starts.get(name, ())],
+            "catch_points": [{**point(c), "kind": c.kind, "interrupting": c.interrupting,
+                              "correlation_properties": props(c.properties)} for c in catches.get(name, ())],
+        })
+    return {"messages": out}

@@ -1,0 +1,166 @@
+"""Pydantic models: they document the API in the generated OpenAPI document and validate query strings."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+MessageStatus = Literal["ready", "running", "completed", "failed", "cancelled", "not_accepted"]
+MessageType = Literal["send", "receive"]
+InstanceStatus = Literal["waiting", "user_input_required", "complete", "error"]
+MAX_PER_PAGE = 1000
+
+
+class Payload(RootModel[dict[str, Any]]):
+    """The message payload: any JSON object."""
+
+
+class SendQuery(BaseModel):
+    time_to_live_in_seconds: int = Field(
+        0, ge=0, le=300,
+        description="Seconds to keep an unmatched message until a receiver comes to wait for it. "
+                    "0: the message must match now.")
+    message_instance_uuid: str | None = Field(
+        None, max_length=40, description="Caller-chosen idempotency key (a UUID). Required when the TTL is above 0.")
+    execution_mode: Literal["synchronous", "asynchronous"] | None = Field(
+        None, description="Accepted for Spiff Arena compatibility; delivery is always synchronous.")
+
+
+class PageQuery(BaseModel):
+    page: int = Field(1, ge=1)
+    per_page: int = Field(100, ge=1, le=MAX_PER_PAGE)
+
+
+class MessageListQuery(PageQuery):
+    name: str | None = None
+    status: str | None = Field(None, description="One status, or several separated by commas.")
+    message_type: str | None = Field(None, description="send or receive (comma-separated for both).")
+    process_instance_id: int | None = None
+
+
+class MessageSearch(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str | None = None
+    status: list[MessageStatus] | None = None
+    message_type: list[MessageType] | None = None
+    process_instance_id: int | None = None
+    created_after: int | None = None
+    created_before: int | None = None
+
+
+class InstanceListQuery(PageQuery):
+    status: InstanceStatus | None = None
+    process_id: str | None = Field(None, description="Process id, with its group as a colon prefix.")
+
+
+class MessageInstanceOut(BaseModel):
+    id: int
+    name: str
+    process_group: str | None = None
+    message_type: MessageType
+    status: MessageStatus
+    payload: Any = None
+    correlation_keys: dict[str, Any] | None = None
+    process_instance_id: int | None = None
+    counterpart_id: int | None = None
+    message_instance_uuid: str | None = None
+    failure_cause: str | None = None
+    expires_at_in_seconds: int | None = None
+    created_at_in_seconds: int | None = None
+    updated_at_in_seconds: int | None = None
+
+
+class ProcessInstanceOut(BaseModel):
+    id: int
+    process_id: str
+    process_group: str
+    process_model_identifier: str
+    modified_process_id: str
+    spec_version: str
+    status: InstanceStatus
+    correlations: dict[str, Any]
+    error: dict[str, Any] | None = None
+    created_at_in_seconds: int
+    updated_at_in_seconds: int
+
+
+class WaitOut(BaseModel):
+    message_name: str
+    element_id: str
+    correlation_keys: dict[str, Any]
+    accepts_any: bool
+
+
+class ProcessInstanceDetailOut(ProcessInstanceOut):
+    data: dict[str, Any]
+    waiting_for: list[WaitOut]
+
+
+class DeliveredOut(BaseModel):
+    task_data: dict[str, Any]
+    process_instance: ProcessInstanceOut
+    message_instance: MessageInstanceOut | None = None
+
+
+class InstanceOut(BaseModel):
+    process_instance: ProcessInstanceDetailOut
+
+
+class Pagination(BaseModel):
+    count: int
+    total: int
+    pages: int
+
+
+class MessageListOut(BaseModel):
+    results: list[MessageInstanceOut]
+    pagination: Pagination
+
+
+class InstanceListOut(BaseModel):
+    results: list[ProcessInstanceOut]
+    pagination: Pagination
+
+
+class Problem(BaseModel):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    error_code: str
+    message: str
+
+
+class CorrelationPropertyOut(BaseModel):
+    identifier: str
+    retrieval_expression: str
+    correlation_keys: list[str]
+
+
+class StartOut(BaseModel):
+    process_model_identifier: str
+    process_id: str
+    process_group: str
+    element_id: str
+    message_variable: str | None
+
+
+class CatchOut(StartOut):
+    kind: str
+    interrupting: bool | None = None
+    correlation_properties: list[CorrelationPropertyOut]
+
+
+class MessageModelOut(BaseModel):
+    identifier: str
+    location: str
+    process_groups: list[str]
+    correlation_properties: list[CorrelationPropertyOut]
+    process_model_identifiers: list[str]
+    start_events: list[StartOut]
+    catch_points: list[CatchOut]
+
+
+class MessageModelsOut(BaseModel):
+    messages: list[MessageModelOut]

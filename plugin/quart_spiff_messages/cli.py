@@ -1,0 +1,126 @@
+"""``spiff-messages``: serve a BPMN folder, upgrade the database.
+
+Every option also reads its ``SPIFF_MESSAGES_*`` environment variable.
+
+The same commands are registered on the host app's CLI (``quart spiff-messages db-upgrade``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from quart.cli import with_appcontext
+
+from .catalog import Catalog, CatalogError
+from .config import DEFAULT_DATABASE_URL, PREFIX, ConfigError, Settings, from_environment
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _option(name: str, *decls: str, **kwargs: Any) -> Callable[[F], F]:
+    """An option that also reads ``SPIFF_MESSAGES_<name>``."""
+    return click.option(*decls, envvar=PREFIX + name, show_envvar=True, **kwargs)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="quart-spiff-messages")
+def main() -> None:
+    """Route BPMN messages into SpiffWorkflow process instances."""
+
+
+@main.command()
+@_option("BPMN_DIR", "--bpmn-dir", required=True, type=click.Path(exists=True, file_okay=False),
+         help="Folder of BPMN files; sub-folders are process groups.")
+@_option("DATABASE_URL", "--database-url", default=DEFAULT_DATABASE_URL, show_default=True,
+         help="SQLAlchemy URL (sqlite:///file.db or postgresql://user@host/db).")
+@_option("HOST", "--host", default="127.0.0.1", show_default=True)
+@_option("PORT", "--port", default=7000, show_default=True, type=int)
+@_option("WORKERS", "--workers", default=1, show_default=True, type=click.IntRange(min=1),
+         help="Worker processes (Hypercorn).")
+@_option("URL_PREFIX", "--url-prefix", default="/v1.0", show_default=True)
+def serve(bpmn_dir: str, database_url: str, host: str, port: int, workers: int, url_prefix: str) -> None:
+    """Serve the messages API for BPMN_DIR with Hypercorn."""
+    from hypercorn.config import Config
+    from hypercorn.run import run
+
+    settings = {"BPMN_DIR": os.path.abspath(bpmn_dir), "DATABASE_URL": database_url, "URL_PREFIX": url_prefix}
+    for name, value in settings.items():
+        os.environ[PREFIX + name] = value  # workers are spawned processes: settings travel as environment
+    _check_before_serving()
+    config = Config()
+    config.application_path = "quart_spiff_messages.app:create_app()"
+    config.bind = [f"{host}:{port}"]
+    config.workers = workers
+    config.accesslog = "-"
+    config.errorlog = "-"
+    click.echo(f"serving {bpmn_dir} on http://{host}:{port}{url_prefix} (database {_safe(database_url)})", err=True)
+    sys.exit(run(config))
+
+
+def _check_before_serving() -> None:
+    """Fail in the parent with a clear message instead of in every worker."""
+    try:
+        settings = Settings.from_mapping(from_environment())
+        Catalog.load(settings.bpmn_dir)
+    except (CatalogError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _safe(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@_option("DATABASE_URL", "--database-url", default=DEFAULT_DATABASE_URL, show_default=True)
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(database_url: str, revision: str) -> None:
+    """Apply the schema migrations (serve also does this at start-up)."""
+    from .store import db as dbmod
+
+    async def go() -> None:
+        engine = dbmod.create_engine(database_url)
+        try:
+            await dbmod.upgrade(engine, revision)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+    click.echo(f"database {_safe(database_url)} is at {revision}")
+
+
+@click.group("spiff-messages")
+def app_group() -> None:
+    """quart-spiff-messages commands for this app."""
+
+
+@app_group.command("db-upgrade")
+@with_appcontext
+def app_db_upgrade() -> None:
+    """Apply the schema migrations to the app's SPIFF_MESSAGES_DATABASE_URL."""
+    from quart import current_app
+
+    from .store import db as dbmod
+
+    settings = Settings.from_mapping(current_app.config)
+
+    async def go() -> None:
+        engine = dbmod.create_engine(settings.database_url)
+        try:
+            await dbmod.upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+    click.echo("database upgraded")

@@ -1,0 +1,66 @@
+"""Settings: the ``SPIFF_MESSAGES_*`` keys of ``app.config``.
+
+The command line reads the same names from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+PREFIX = "SPIFF_MESSAGES_"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///spiff_messages.db"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    bpmn_dir: str
+    database_url: str = DEFAULT_DATABASE_URL
+    url_prefix: str = "/v1.0"
+    max_ttl_seconds: int = 300
+    openapi: bool = True
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any]) -> Settings:
+        def get(name: str, default: Any = None) -> Any:
+            value = config.get(PREFIX + name)
+            return default if value is None or value == "" else value
+
+        bpmn_dir = get("BPMN_DIR")
+        if not bpmn_dir:
+            raise ConfigError(f"{PREFIX}BPMN_DIR is not set: point it at the folder of BPMN files to serve")
+        prefix = str(get("URL_PREFIX", "/v1.0")).rstrip("/")
+        if prefix and not prefix.startswith("/"):
+            prefix = "/" + prefix
+        try:
+            max_ttl = int(get("MAX_TTL_SECONDS", 300))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{PREFIX}MAX_TTL_SECONDS must be an integer") from exc
+        if max_ttl < 0:
+            raise ConfigError(f"{PREFIX}MAX_TTL_SECONDS must be 0 or more")
+        return cls(
+            bpmn_dir=str(bpmn_dir),
+            database_url=str(get("DATABASE_URL", DEFAULT_DATABASE_URL)),
+            url_prefix=prefix,
+            max_ttl_seconds=max_ttl,
+            openapi=_bool(get("OPENAPI", True)),
+        )
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("0", "false", "no", "off")
+    return bool(value)
+
+
+def from_environment(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``SPIFF_MESSAGES_*`` environment variables, then explicit overrides (command-line options)."""
+    values: dict[str, Any] = {k: v for k, v in os.environ.items() if k.startswith(PREFIX)}
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return values

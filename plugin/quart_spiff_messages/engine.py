@@ -1,0 +1,293 @@
+"""The engine: the only module that touches SpiffWorkflow workflow objects.
+
+It starts instances (by process id or through a Message Start Event), delivers messages with ``send_event`` (never
+``catch``, which silently re-queues what nothing consumed), runs to the next wait, drains thrown messages and
+lists what an instance waits for. State is serialized without the spec: specs live in memory (and once per version
+in the database), so an instance is a few KB and always resumes on the spec it started with.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
+from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine, TaskDataEnvironment
+from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
+from SpiffWorkflow.bpmn.serializer.default.workflow import BpmnWorkflowConverter, WorkflowConverter
+from SpiffWorkflow.bpmn.specs.event_definitions import MessageEventDefinition
+from SpiffWorkflow.bpmn.specs.mixins import StartEventMixin
+from SpiffWorkflow.bpmn.specs.mixins.events.event_types import CatchingEvent
+from SpiffWorkflow.exceptions import SpiffWorkflowException, WorkflowException
+from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
+from SpiffWorkflow.util.task import TaskState
+
+from .catalog import ProcessEntry, StartPoint, message_definitions
+from .correlation import KeyValue, evaluate, expected_key_value
+
+
+class SafeExpressionEnvironment(TaskDataEnvironment):  # type: ignore[misc]
+    """Expressions read data names from the context but never let data replace a function they call."""
+
+    def evaluate(self, expression: str, context: Mapping[str, Any],
+                 external_context: Mapping[str, Any] | None = None) -> Any:
+        extra = {**self.globals, **(external_context or {})}
+        return evaluate(expression, context, extra)
+
+
+class _SpeclessWorkflowConverter(BpmnWorkflowConverter):  # type: ignore[misc]
+    """Serialize a workflow without its spec; the caller hands the spec back when restoring."""
+
+    def to_dict(self, workflow: Any) -> dict[str, Any]:
+        dct: dict[str, Any] = WorkflowConverter.to_dict(self, workflow)
+        dct["spec"] = workflow.spec.name
+        dct["subprocesses"] = self.mapping_to_dict(workflow.subprocesses)
+        dct["bpmn_events"] = self.registry.convert(workflow.bpmn_events)
+        return dct
+
+    def from_dict(self, dct: dict[str, Any], spec: Any = None, subprocess_specs: Any = None) -> Any:
+        dct.pop("spec", None)
+        dct.pop("subprocess_specs", None)
+        workflow = self.target_class(spec, subprocess_specs, deserializing=True)
+        workflow.tasks = self.mapping_from_dict(dct["tasks"], UUID, workflow=workflow)
+        workflow.task_tree = workflow.tasks.get(UUID(dct["root"]))
+        self.set_default_attributes(workflow, dct)
+        self.subprocesses_from_dict(dct["subprocesses"], workflow)
+        workflow.bpmn_events = self.registry.restore(dct.pop("bpmn_events", []))
+        return workflow
+
+
+@dataclass(frozen=True)
+class Wait:
+    """One message an instance waits for, and the correlation values it expects."""
+
+    task_id: str
+    element_id: str
+    message_name: str
+    expected: tuple[KeyValue, ...]  # empty + accept_any: any message of that name
+    accept_any: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "message_name": self.message_name,
+            "element_id": self.element_id,
+            "correlation_keys": {kv.key: dict(kv.values) for kv in self.expected},
+            "accepts_any": self.accept_any,
+        }
+
+
+@dataclass(frozen=True)
+class Thrown:
+    message_name: str
+    payload: Any
+    correlations: dict[str, Any]
+
+
+@dataclass
+class ProcessFailure:
+    """A script or expression failed while the instance ran; the instance stops in ``error``."""
+
+    task: str | None
+    task_name: str | None
+    error_type: str
+    message: str
+    trace: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"task": self.task, "task_name": self.task_name, "error_type": self.error_type,
+                "message": self.message}
+
+
+class Instance:
+    """A live workflow plus the catalog entry it runs on."""
+
+    def __init__(self, workflow: Any, entry: ProcessEntry) -> None:
+        self.workflow = workflow
+        self.entry = entry
+        self.failure: ProcessFailure | None = None
+
+
+class Engine:
+    def __init__(self) -> None:
+        config = dict(SPIFF_CONFIG)
+        config[BpmnWorkflow] = _SpeclessWorkflowConverter
+        self._serializer = BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(config))
+        self._spec_serializer = BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(dict(SPIFF_CONFIG)))
+        self.script_engine = PythonScriptEngine(environment=SafeExpressionEnvironment())
+
+    # -- specs -------------------------------------------------------------------------------------------------
+    def dump_spec(self, entry: ProcessEntry) -> str:
+        registry = self._spec_serializer.registry
+        return json.dumps({
+            "spec": registry.convert(entry.spec),
+            "subprocess_specs": {k: registry.convert(v) for k, v in entry.subprocess_specs.items()},
+        })
+
+    def load_spec(self, entry_like: ProcessEntry, spec_json: str) -> ProcessEntry:
+        """A catalog entry for an older spec version, restored from the database."""
+        registry = self._spec_serializer.registry
+        dct = json.loads(spec_json)
+        spec = registry.restore(dct["spec"])
+        subs = {k: registry.restore(v) for k, v in dct["subprocess_specs"].items()}
+        return ProcessEntry(entry_like.key, entry_like.process_id, entry_like.group, entry_like.file,
+                            entry_like.spec_version, spec, subs)
+
+    # -- instances ---------------------------------------------------------------------------------------------
+    def new_instance(self, entry: ProcessEntry, data: Mapping[str, Any]) -> Instance:
+        """Start through the none start event with ``data`` as the initial task data, and run to the first wait."""
+        wf = BpmnWorkflow(entry.spec, entry.subprocess_specs, script_engine=self.script_engine)
+        for task in wf.get_tasks(state=TaskState.READY):
+            task.data.update(data)
+        inst = Instance(wf, entry)
+        self._run(inst)
+        return inst
+
+    def has_none_start(self, entry: ProcessEntry) -> bool:
+        starts = [ts for ts in entry.spec.task_specs.values() if isinstance(ts, StartEventMixin)]
+        return any(not list(message_definitions(getattr(ts, "event_definition", None))) for ts in starts)
+
+    def start_by_message(self, entry: ProcessEntry, start: StartPoint, payload: Mapping[str, Any]) -> Instance | None:
+        """New instance through ``start``'s Message Start Event; None if the payload cannot be caught there."""
+        wf = BpmnWorkflow(entry.spec, entry.subprocess_specs, script_engine=self.script_engine)
+        for task in wf.get_tasks(spec_class=StartEventMixin):
+            if task.task_spec.bpmn_id != start.element_id:
+                task.cancel()  # otherwise a none start event would run the process at once
+        wf.do_engine_steps()
+        task = next((t for t in wf.get_tasks(state=TaskState.WAITING)
+                     if t.task_spec.bpmn_id == start.element_id), None)
+        if task is None:
+            return None
+        inst = Instance(wf, entry)
+        if not self._send(inst, task.task_spec.event_definition, start.message_name, payload):
+            return None
+        self._run(inst)
+        return inst
+
+    def deliver(self, inst: Instance, message_name: str, payload: Mapping[str, Any]) -> bool:
+        """Offer the message to the instance's waiting catches; True if one consumed it (then run on)."""
+        for task in self._waiting_catches(inst.workflow):
+            for md in message_definitions(task.task_spec.event_definition):
+                if md.name == message_name and self._send(inst, md, message_name, payload):
+                    self._run(inst)
+                    return True
+        return False
+
+    def _send(self, inst: Instance, md: Any, message_name: str, payload: Mapping[str, Any]) -> bool:
+        wf = inst.workflow
+        if md.name != message_name:
+            for sub in message_definitions(md):
+                if sub.name == message_name:
+                    md = sub
+                    break
+            else:
+                return False
+        try:
+            correlations = md.calculate_correlations(wf.script_engine, md.correlation_properties, payload)
+        except Exception:
+            return False  # the payload lacks what this catch's retrieval expressions read
+        try:
+            wf.send_event(BpmnEvent(md, dict(payload), correlations))
+        except WorkflowException:
+            return False
+        return True
+
+    def _run(self, inst: Instance) -> None:
+        try:
+            inst.workflow.do_engine_steps()
+        except SpiffWorkflowException as exc:
+            inst.failure = _failure(exc)
+        except Exception as exc:  # a script raising anything is a process error, not a server error
+            inst.failure = _failure(exc)
+
+    @staticmethod
+    def _waiting_catches(wf: Any) -> list[Any]:
+        out = []
+        for task in wf.get_tasks(state=TaskState.WAITING):
+            if not isinstance(task.task_spec, CatchingEvent):
+                continue
+            if isinstance(task.task_spec, StartEventMixin) and task.workflow is wf:
+                continue  # a top-level message start is not a wait of a running instance
+            out.append(task)
+        return out
+
+    def waits(self, inst: Instance) -> list[Wait]:
+        """What the instance waits for: message name and the correlation values each catch expects."""
+        if inst.failure is not None:
+            return []
+        out = []
+        for task in self._waiting_catches(inst.workflow):
+            correlations = task.workflow.correlations
+            for md in message_definitions(task.task_spec.event_definition):
+                props = md.correlation_properties
+                if not props or not correlations:
+                    out.append(Wait(str(task.id), task.task_spec.bpmn_id, md.name, (), True))
+                    continue
+                keys = sorted({k for p in props for k in p.correlation_keys})
+                expected = tuple(expected_key_value(k, correlations[k]) for k in keys if k in correlations)
+                out.append(Wait(str(task.id), task.task_spec.bpmn_id, md.name, expected, False))
+        return out
+
+    def drain(self, inst: Instance) -> list[Thrown]:
+        """Messages the instance threw that nothing inside it caught (clears SpiffWorkflow's queue)."""
+        return [
+            Thrown(ev.event_definition.name, ev.payload, dict(ev.correlations or {}))
+            for ev in inst.workflow.get_events()
+            if isinstance(ev.event_definition, MessageEventDefinition)
+        ]
+
+    def status(self, inst: Instance) -> str:
+        wf = inst.workflow
+        if inst.failure is not None:
+            return "error"
+        if wf.completed:
+            return "complete"
+        if wf.get_tasks(state=TaskState.READY, manual=True):
+            return "user_input_required"
+        return "waiting"
+
+    def task_data(self, inst: Instance) -> dict[str, Any]:
+        """Data of the most recently completed task (what Spiff Arena answers as ``task_data``)."""
+        wf = inst.workflow
+        last = wf.last_task
+        if last is None:
+            completed = wf.get_tasks(state=TaskState.COMPLETED)
+            last = max(completed, key=lambda t: t.last_state_change) if completed else None
+        if last is None:
+            return dict(wf.data or {})
+        return _json_data(last.data)
+
+    def correlations(self, inst: Instance) -> dict[str, Any]:
+        return dict(inst.workflow.correlations)
+
+    def dump(self, inst: Instance) -> str:
+        return str(self._serializer.serialize_json(inst.workflow))
+
+    def load(self, state: str, entry: ProcessEntry) -> Instance:
+        dct = json.loads(state)
+        self._serializer.migrate(dct)
+        wf = self._serializer.from_dict(dct, spec=entry.spec, subprocess_specs=entry.subprocess_specs)
+        wf.script_engine = self.script_engine  # the script engine is not serialized
+        return Instance(wf, entry)
+
+
+def _json_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(json.dumps(
+        {k: v for k, v in data.items() if not callable(v)}, default=str))
+    return out
+
+
+def _failure(exc: Exception) -> ProcessFailure:
+    task = getattr(exc, "task", None)
+    spec = getattr(task, "task_spec", None)
+    message = str(getattr(exc, "error", None) or exc) if isinstance(exc, SpiffWorkflowException) else str(exc)
+    return ProcessFailure(
+        task=getattr(spec, "bpmn_id", None),
+        task_name=getattr(spec, "bpmn_name", None),
+        error_type=type(getattr(exc, "exception", None) or exc).__name__,
+        message=message,
+        trace=traceback.format_exception_only(type(exc), exc),
+    )

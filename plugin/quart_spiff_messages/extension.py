@@ -1,0 +1,143 @@
+"""The Quart extension: ``SpiffMessages(app)`` or ``ext.init_app(app)``.
+
+Configuration comes from ``app.config`` (``SPIFF_MESSAGES_*``); the state of each app lives in
+``app.extensions["spiff_messages"]``. The catalog is built and the database opened and migrated before the app
+serves, and both are released when it stops.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from quart import Quart, current_app
+from quart_schema import Info, QuartSchema
+
+from .api import create_blueprint
+from .catalog import Catalog
+from .config import Settings
+from .engine import Engine
+from .router import Outcome, Router
+from .store import Store
+
+EXTENSION_KEY = "spiff_messages"
+Clock = Callable[[], float]
+
+
+@dataclass
+class _AppState:
+    """Everything one app's extension owns. ``router`` and ``store`` exist while the app serves."""
+
+    settings: Settings
+    clock: Clock
+    _router: Router | None = None
+    _store: Store | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def router(self) -> Router:
+        if self._router is None:
+            raise RuntimeError("quart-spiff-messages is not started: run inside the app (before_serving)")
+        return self._router
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("quart-spiff-messages is not started: run inside the app (before_serving)")
+        return self._store
+
+
+class SpiffMessages:
+    """Mount message routing on a Quart app."""
+
+    def __init__(self, app: Quart | None = None, *, clock: Clock | None = None) -> None:
+        self.app = app
+        self.clock: Clock = clock or time.time
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Quart) -> None:
+        settings = Settings.from_mapping(app.config)
+        state = _AppState(settings=settings, clock=lambda: self.clock())
+        app.extensions[EXTENSION_KEY] = state
+        app.register_blueprint(create_blueprint(), url_prefix=settings.url_prefix or None)
+        if settings.openapi and "QUART_SCHEMA" not in app.extensions:
+            QuartSchema(
+                app,
+                openapi_path=f"{settings.url_prefix}/openapi.json",
+                swagger_ui_path=f"{settings.url_prefix}/ui",
+                redoc_ui_path=None,
+                scalar_ui_path=None,
+                info=Info(title="quart-spiff-messages", version=_version(),
+                          description="Send BPMN messages into SpiffWorkflow process instances."),
+            )
+
+        @app.before_serving
+        async def _start() -> None:
+            await self._start(app)
+
+        @app.after_serving
+        async def _stop() -> None:
+            await self._stop(app)
+
+        from .cli import app_group
+
+        app.cli.add_command(app_group)
+
+    async def _start(self, app: Quart) -> None:
+        state: _AppState = app.extensions[EXTENSION_KEY]
+        catalog = Catalog.load(state.settings.bpmn_dir)
+        store = Store(state.settings.database_url, state.clock)
+        try:
+            await store.upgrade()
+            engine = Engine()
+            missing = await store.missing_specs((p.key, p.spec_version) for p in catalog.processes.values())
+            if missing:
+                await store.save_specs(
+                    (p.key, p.spec_version, engine.dump_spec(p))
+                    for p in catalog.processes.values() if (p.key, p.spec_version) in missing)
+        except BaseException:
+            await store.dispose()
+            raise
+        state._store = store
+        state._router = Router(catalog, engine, store)
+
+    async def _stop(self, app: Quart) -> None:
+        state: _AppState = app.extensions[EXTENSION_KEY]
+        if state._store is not None:
+            await state._store.dispose()
+        state._store = None
+        state._router = None
+
+    # -- Python API ---------------------------------------------------------------------------------------------
+    def _state(self) -> _AppState:
+        app = self.app if self.app is not None else current_app
+        state: _AppState = app.extensions[EXTENSION_KEY]
+        return state
+
+    @property
+    def router(self) -> Router:
+        return self._state().router
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.router.catalog
+
+    async def send_message(self, name: str, payload: Mapping[str, Any]) -> Outcome:
+        """Send message ``name`` (``group:name`` scopes it) with ``payload``; the same decision as the HTTP API."""
+        return await self.router.send_message(name, payload)
+
+    async def start_process(self, process_id: str, data: Mapping[str, Any] | None = None) -> Outcome:
+        """Start ``process_id`` (``group:process_id`` in a group) through its plain start event."""
+        return await self.router.start_process(process_id, data or {})
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("quart-spiff-messages")
+    except PackageNotFoundError:
+        return "0"

@@ -1,0 +1,280 @@
+"""The router decides where a message goes: a waiting instance, a new instance, the buffer, or nowhere.
+
+Order: (1) the waiting instance whose subscription matches (exact key before accept-any, oldest first); (2) a
+Message Start Event in scope; (3) otherwise the message is refused (``not_accepted``, kept for audit), or, for a
+message a process threw, kept ``ready`` until a receiver comes to wait. Each message is one transaction: the
+instance it reaches, its new waits, buffered messages those waits take at once, and the outbox of messages the
+instance threw are all written together. The outbox is routed right after the commit, each in its own transaction.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .catalog import Catalog, ProcessEntry, StartPoint
+from .correlation import KeyValue, key_values
+from .engine import Engine, Instance
+from .names import ScopedName, parse_modified_name
+from .store import MessageInstance, ProcessInstance, Store, Tx
+from .store import WaitRow as _WaitRow
+
+# A delivery can make an instance take buffered messages, which can make it wait again: bound the chain.
+MAX_CHAINED_DELIVERIES = 100
+# Messages thrown by processes routed after one request (a conversation ping-pong is bounded by this).
+MAX_OUTBOX_PER_REQUEST = 1000
+
+
+class RouterError(Exception):
+    """A request the router refuses; ``error_code`` and ``status`` go to the client unchanged."""
+
+    status = 400
+    error_code = "bad_request"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class ProcessNotFound(RouterError):
+    status = 404
+    error_code = "process_not_found"
+
+
+class ProcessNotStartable(RouterError):
+    error_code = "process_not_startable"
+
+
+class InstanceNotFound(RouterError):
+    status = 404
+    error_code = "process_instance_not_found"
+
+
+@dataclass
+class Outcome:
+    """What happened to one message (or one API start)."""
+
+    kind: str  # delivered | started | not_accepted | process_error
+    message: MessageInstance | None
+    instance: ProcessInstance | None = None
+    task_data: dict[str, Any] | None = None
+    reason: str | None = None
+    error: dict[str, Any] | None = None
+
+
+@dataclass
+class _Work:
+    """What one transaction leaves behind for after its commit."""
+
+    outbox: list[int]
+
+
+class Router:
+    def __init__(self, catalog: Catalog, engine: Engine, store: Store) -> None:
+        self.catalog = catalog
+        self.engine = engine
+        self.store = store
+        self._old_specs: dict[tuple[str, str], ProcessEntry] = {}
+
+    # -- entry points -------------------------------------------------------------------------------------------
+    async def send_message(self, modified_name: str, payload: Mapping[str, Any]) -> Outcome:
+        scoped = parse_modified_name(modified_name)
+        work = _Work([])
+        async with self.store.transaction() as tx:
+            msg = await tx.add_message(name=scoped.name, scope=scoped.group, message_type="send",
+                                       status="running", payload=dict(payload))
+            outcome = await self._route(tx, msg, scoped, work)
+            if outcome is None:
+                reason = self._refusal(scoped)
+                tx.set_message(msg, status="not_accepted", failure_cause=reason)
+                outcome = Outcome("not_accepted", msg, reason=reason)
+        await self._flush(work)
+        return outcome
+
+    async def start_process(self, modified_process_id: str, data: Mapping[str, Any]) -> Outcome:
+        scoped = parse_modified_name(modified_process_id)
+        key = f"{scoped.group}/{scoped.name}" if scoped.group else scoped.name
+        entry = self.catalog.process(key)
+        if entry is None:
+            raise ProcessNotFound(f"no process {key!r} in the BPMN folder")
+        if not self.engine.has_none_start(entry):
+            raise ProcessNotStartable(
+                f"process {key!r} has no plain start event; it starts when one of its start messages is sent")
+        work = _Work([])
+        async with self.store.transaction() as tx:
+            inst = self.engine.new_instance(entry, data)
+            row = await tx.add_instance(process_key=entry.key, process_id=entry.process_id, group=entry.group,
+                                        spec_version=entry.spec_version)
+            await self._settle(tx, row, inst, work)
+            outcome = self._result("started", None, row, inst)
+        await self._flush(work)
+        return outcome
+
+    async def instance_view(self, instance_id: int) -> tuple[ProcessInstance, dict[str, Any], list[dict[str, Any]]]:
+        """An instance with its current data and what it waits for (read from its state, not the index)."""
+        async with self.store.reader() as tx:
+            row = await tx.instance(instance_id)
+            if row is None:
+                raise InstanceNotFound(f"no process instance {instance_id}")
+            inst = self.engine.load(row.state, await self._entry(tx, row))
+        return row, self.engine.task_data(inst), [w.as_json() for w in self.engine.waits(inst)]
+
+    # -- routing ------------------------------------------------------------------------------------------------
+    async def _route(self, tx: Tx, msg: MessageInstance, scoped: ScopedName, work: _Work) -> Outcome | None:
+        payload: Mapping[str, Any] = msg.payload if isinstance(msg.payload, Mapping) else {}
+        keys = self._message_keys(scoped, payload)
+        tx.set_message(msg, correlation_keys={kv.key: dict(kv.values) for kv in keys} or None)
+        pairs = sorted({(kv.key, kv.digest) for kv in keys})
+        for sub in await tx.find_subscriptions(scoped.name, scoped.group, pairs):
+            row = await tx.lock_instance(sub.process_instance_id)
+            if row is None or row.status in ("complete", "error"):
+                continue
+            inst = self.engine.load(row.state, await self._entry(tx, row))
+            if not self.engine.deliver(inst, scoped.name, payload):
+                continue  # the index said yes, SpiffWorkflow said no (e.g. another catch shape): next candidate
+            await self._received(tx, msg, row, inst)
+            await self._settle(tx, row, inst, work)
+            return self._result("delivered", msg, row, inst)
+
+        start = self._pick_start(scoped)
+        if start is not None:
+            entry = self.catalog.processes[start.process_key]
+            started = self.engine.start_by_message(entry, start, payload)
+            if started is not None:
+                row = await tx.add_instance(process_key=entry.key, process_id=entry.process_id,
+                                            group=entry.group, spec_version=entry.spec_version)
+                await self._received(tx, msg, row, started)
+                await self._settle(tx, row, started, work)
+                return self._result("started", msg, row, started)
+        return None
+
+    def _message_keys(self, scoped: ScopedName, payload: Mapping[str, Any]) -> list[KeyValue]:
+        """Correlation keys the payload carries, computed with the receiving catches' retrieval expressions."""
+        keys: dict[tuple[str, str], KeyValue] = {}
+        for shape in self.catalog.catch_shapes(scoped):
+            for kv in key_values(shape, payload) or ():
+                keys.setdefault((kv.key, kv.digest), kv)
+        return list(keys.values())
+
+    def _pick_start(self, scoped: ScopedName) -> StartPoint | None:
+        """The Message Start Event nearest to the scope; two equally near in different processes is ambiguous."""
+        starts = self.catalog.start_points(scoped)
+        if not starts:
+            return None
+        depth = min(_depth(s.group) for s in starts)
+        nearest = {s.process_key: s for s in starts if _depth(s.group) == depth}
+        if len(nearest) > 1:
+            return None  # refused with a reason that names the candidates (see _refusal)
+        return next(iter(nearest.values()))
+
+    def _refusal(self, scoped: ScopedName) -> str:
+        starts = self.catalog.start_points(scoped)
+        if starts:
+            depth = min(_depth(s.group) for s in starts)
+            nearest = sorted({s.process_key for s in starts if _depth(s.group) == depth})
+            if len(nearest) > 1:
+                return (f"Message {scoped.name!r} starts several processes ({', '.join(nearest)}) and no waiting "
+                        f"instance correlates: send it with a group prefix to choose one.")
+            return (f"Message {scoped.name!r} could not start {nearest[0]!r}: the payload lacks a field its "
+                    f"correlation properties read.")
+        where = f" in group {scoped.group!r}" if scoped.group else ""
+        if not self.catalog.knows_message(scoped.name):
+            return f"No process{where} uses message {scoped.name!r}."
+        return (f"No waiting process instance{where} correlates with message {scoped.name!r}, and no Message "
+                f"Start Event{where} starts on it.")
+
+    async def _received(self, tx: Tx, msg: MessageInstance, row: ProcessInstance, inst: Instance) -> None:
+        """Record the delivery: a ``receive`` row for the instance, both rows ``completed`` (or ``failed``)."""
+        status, cause = "completed", None
+        if inst.failure is not None:
+            status = "failed"
+            cause = f"process instance {row.id} failed in {inst.failure.task}: {inst.failure.message}"
+        receive = await tx.add_message(name=msg.name, scope=msg.scope, message_type="receive", status=status,
+                                       payload=None, correlation_keys=self.engine.correlations(inst),
+                                       process_instance_id=row.id, counterpart_id=msg.id, failure_cause=cause)
+        tx.set_message(msg, status=status, counterpart_id=receive.id, failure_cause=cause)
+
+    async def _settle(self, tx: Tx, row: ProcessInstance, inst: Instance, work: _Work) -> None:
+        """Index the instance's waits, hand it buffered messages that fit, queue what it threw, save it."""
+        for _ in range(MAX_CHAINED_DELIVERIES):
+            for thrown in self.engine.drain(inst):
+                out = await tx.add_message(name=thrown.message_name, scope="", message_type="send", status="ready",
+                                           payload=thrown.payload, correlation_keys=thrown.correlations or None,
+                                           process_instance_id=row.id)
+                work.outbox.append(out.id)
+            added = await tx.sync_subscriptions(row.id, row.process_group, self._wait_rows(inst))
+            if not added or not await self._take_buffered(tx, row, inst, added):
+                break
+        failure = inst.failure
+        tx.save_instance(row, state=self.engine.dump(inst), status=self.engine.status(inst),
+                         correlations=self.engine.correlations(inst),
+                         error=failure.as_json() if failure else None)
+
+    async def _take_buffered(self, tx: Tx, row: ProcessInstance, inst: Instance, added: Sequence[_WaitRow]) -> bool:
+        """Deliver the oldest ready message that one of the new waits accepts; True if one was delivered."""
+        for cand in await tx.ready_messages_for(row.process_group, added):
+            claimed = await tx.claim_message(cand.id)
+            if claimed is None:
+                continue
+            payload = claimed.payload if isinstance(claimed.payload, Mapping) else {}
+            if self.engine.deliver(inst, claimed.name, payload):
+                await self._received(tx, claimed, row, inst)
+                await tx.drop_message_keys(claimed.id)
+                return True
+            tx.set_message(claimed, status="ready")
+        return False
+
+    def _wait_rows(self, inst: Instance) -> list[_WaitRow]:
+        rows = []
+        for w in self.engine.waits(inst):
+            if w.accept_any:
+                rows.append(_WaitRow(w.task_id, w.element_id, w.message_name, None))
+            rows += [_WaitRow(w.task_id, w.element_id, w.message_name, kv) for kv in w.expected]
+        return rows
+
+    async def _flush(self, work: _Work) -> None:
+        """Route what processes threw, each message in its own transaction, breadth first."""
+        queue = deque(work.outbox)
+        budget = MAX_OUTBOX_PER_REQUEST
+        while queue and budget > 0:
+            budget -= 1
+            message_id = queue.popleft()
+            more = _Work([])
+            async with self.store.transaction() as tx:
+                msg = await tx.claim_message(message_id)
+                if msg is None:
+                    continue
+                outcome = await self._route(tx, msg, ScopedName(msg.scope, msg.name), more)
+                if outcome is None:  # nobody wants it yet: keep it for the first receiver that comes to wait
+                    tx.set_message(msg, status="ready")
+                    payload = msg.payload if isinstance(msg.payload, Mapping) else {}
+                    await tx.index_ready_message(msg, self._message_keys(ScopedName(msg.scope, msg.name), payload))
+            queue.extend(more.outbox)
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+    async def _entry(self, tx: Tx, row: ProcessInstance) -> ProcessEntry:
+        """The spec the instance started on: the catalog's if unchanged, else the stored version."""
+        entry = self.catalog.process(row.process_key)
+        if entry is not None and entry.spec_version == row.spec_version:
+            return entry
+        cache_key = (row.process_key, row.spec_version)
+        if cache_key not in self._old_specs:
+            spec_json = await tx.spec(row.process_key, row.spec_version)
+            if spec_json is None:
+                raise RuntimeError(f"spec {row.process_key}@{row.spec_version} of instance {row.id} is gone")
+            self._old_specs[cache_key] = self.engine.load_spec(
+                ProcessEntry(row.process_key, row.process_id, row.process_group, "", row.spec_version, None, {}),
+                spec_json)
+        return self._old_specs[cache_key]
+
+    def _result(self, kind: str, msg: MessageInstance | None, row: ProcessInstance, inst: Instance) -> Outcome:
+        if inst.failure is not None:
+            return Outcome("process_error", msg, row, self.engine.task_data(inst), error=inst.failure.as_json())
+        return Outcome(kind, msg, row, self.engine.task_data(inst))
+
+
+def _depth(group: str) -> int:
+    return len(group.split("/")) if group else 0

@@ -1,0 +1,291 @@
+"""The store: every SQL statement lives here. One message = one transaction (:meth:`Store.transaction`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from ..correlation import KeyValue
+from . import db
+from .models import MessageInstance, MessageKey, ProcessInstance, ProcessSpec, Subscription
+
+__all__ = ["MessageFilter", "MessageInstance", "Page", "ProcessInstance", "Store", "Subscription", "Tx"]
+
+Clock = Callable[[], float]
+
+
+def group_path(group: str) -> str:
+    return f"/{group}/" if group else "/"
+
+
+def ancestor_scopes(group: str) -> list[str]:
+    """Scopes that cover ``group``: "", "a", "a/b" for group "a/b"."""
+    parts = group.split("/") if group else []
+    return [""] + ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+@dataclass(frozen=True)
+class WaitRow:
+    """What the store needs to index one wait (built by the router from the engine's waits)."""
+
+    task_id: str
+    element_id: str
+    message_name: str
+    key: KeyValue | None  # None: accepts any message of that name
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+    name: str | None = None
+    statuses: Sequence[str] | None = None
+    message_types: Sequence[str] | None = None
+    process_instance_id: int | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Any]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return math.ceil(self.total / self.per_page) if self.per_page else 0
+
+
+class Store:
+    def __init__(self, url: str, clock: Clock) -> None:
+        self.url = db.async_url(url)
+        self.clock = clock
+        self.engine: AsyncEngine = db.create_engine(self.url)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        if db.is_sqlite(self.engine):
+            self.read_engine: AsyncEngine = db.create_engine(self.url, immediate=False)
+        else:
+            self.read_engine = self.engine
+        self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def upgrade(self) -> None:
+        await db.upgrade(self.engine)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """A writing transaction: committed when the block ends, rolled back (nothing written) on any error."""
+        async with self._sessions() as session, session.begin():
+            yield Tx(session, self)
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[Tx]:
+        async with self._read_sessions() as session, session.begin():
+            yield Tx(session, self)
+
+    async def missing_specs(self, versions: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        wanted = set(versions)
+        async with self.reader() as tx:
+            rows = await tx.session.execute(select(ProcessSpec.process_key, ProcessSpec.spec_version))
+            have = {(k, v) for k, v in rows}
+        return wanted - have
+
+    async def save_specs(self, specs: Iterable[tuple[str, str, str]]) -> None:
+        async with self.transaction() as tx:
+            for key, version, spec in specs:
+                if await tx.session.get(ProcessSpec, (key, version)) is None:
+                    tx.session.add(ProcessSpec(process_key=key, spec_version=version, spec=spec,
+                                               created_at=self.clock()))
+
+
+class Tx:
+    """Queries inside one transaction."""
+
+    def __init__(self, session: AsyncSession, store: Store) -> None:
+        self.session = session
+        self.store = store
+        self.now = store.clock()
+
+    # -- specs --------------------------------------------------------------------------------------------------
+    async def spec(self, process_key: str, version: str) -> str | None:
+        row = await self.session.get(ProcessSpec, (process_key, version))
+        return row.spec if row else None
+
+    # -- process instances --------------------------------------------------------------------------------------
+    async def add_instance(self, *, process_key: str, process_id: str, group: str,
+                           spec_version: str) -> ProcessInstance:
+        row = ProcessInstance(process_key=process_key, process_id=process_id, process_group=group,
+                              spec_version=spec_version, status="waiting", state="{}", correlations={},
+                              created_at=self.now, updated_at=self.now)
+        self.session.add(row)
+        await self.session.flush()
+        return row
+
+    async def lock_instance(self, instance_id: int) -> ProcessInstance | None:
+        """The instance row, locked until commit (PostgreSQL; SQLite's writer lock already covers it)."""
+        stmt = select(ProcessInstance).where(ProcessInstance.id == instance_id)
+        if self.store.dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def instance(self, instance_id: int) -> ProcessInstance | None:
+        return await self.session.get(ProcessInstance, instance_id)
+
+    def save_instance(self, row: ProcessInstance, *, state: str, status: str, correlations: dict[str, Any],
+                      error: dict[str, Any] | None) -> None:
+        row.state = state
+        row.status = status
+        row.correlations = correlations
+        row.error = error
+        row.updated_at = self.now
+
+    async def list_instances(self, *, status: str | None, process_key: str | None, page: int,
+                             per_page: int) -> Page:
+        cond = []
+        if status:
+            cond.append(ProcessInstance.status == status)
+        if process_key:
+            cond.append(ProcessInstance.process_key == process_key)
+        return await self._page(ProcessInstance, cond, [ProcessInstance.id.desc()], page, per_page)
+
+    # -- subscriptions ------------------------------------------------------------------------------------------
+    async def subscriptions_of(self, instance_id: int) -> list[Subscription]:
+        rows = await self.session.execute(
+            select(Subscription).where(Subscription.process_instance_id == instance_id).order_by(Subscription.id))
+        return list(rows.scalars())
+
+    async def sync_subscriptions(self, instance_id: int, group: str, waits: Sequence[WaitRow]) -> list[WaitRow]:
+        """Make the index say exactly ``waits``; unchanged waits keep their place in line. Returns the new ones."""
+        current = await self.subscriptions_of(instance_id)
+
+        def ident(task_id: str, name: str, key: str, dig: str) -> tuple[str, str, str, str]:
+            return (task_id, name, key, dig)
+
+        have = {ident(s.task_id, s.message_name, s.key_name, s.values_digest): s for s in current}
+        want = {ident(w.task_id, w.message_name, w.key.key if w.key else "", w.key.digest if w.key else ""): w
+                for w in waits}
+        stale = [s.id for k, s in have.items() if k not in want]
+        if stale:
+            await self.session.execute(delete(Subscription).where(Subscription.id.in_(stale)))
+        added = [w for k, w in want.items() if k not in have]
+        for w in added:
+            self.session.add(Subscription(
+                process_instance_id=instance_id, message_name=w.message_name, group_path=group_path(group),
+                key_name=w.key.key if w.key else "", values_digest=w.key.digest if w.key else "",
+                values_json=w.key.canonical if w.key else "", task_id=w.task_id, element_id=w.element_id,
+                created_at=self.now))
+        if added:
+            await self.session.flush()
+        return added
+
+    async def find_subscriptions(self, message_name: str, scope: str, keys: Sequence[tuple[str, str]],
+                                 limit: int = 8) -> list[Subscription]:
+        """Waiting instances for a message: exact key matches first, then accept-any waits, oldest first."""
+        wanted = [and_(Subscription.key_name == k, Subscription.values_digest == d) for k, d in keys]
+        wanted.append(Subscription.key_name == "")
+        stmt = select(Subscription).where(Subscription.message_name == message_name, or_(*wanted))
+        if scope:
+            stmt = stmt.where(Subscription.group_path.startswith(group_path(scope), autoescape=True))
+        stmt = stmt.order_by((Subscription.key_name == "").asc(), Subscription.id).limit(limit)
+        return list((await self.session.execute(stmt)).scalars())
+
+    # -- message instances --------------------------------------------------------------------------------------
+    async def add_message(self, *, name: str, scope: str, message_type: str, status: str, payload: Any,
+                          correlation_keys: dict[str, Any] | None = None, process_instance_id: int | None = None,
+                          counterpart_id: int | None = None, message_instance_uuid: str | None = None,
+                          failure_cause: str | None = None, expires_at: float | None = None) -> MessageInstance:
+        row = MessageInstance(
+            name=name, scope=scope, message_type=message_type, status=status, payload=payload,
+            correlation_keys=correlation_keys, process_instance_id=process_instance_id,
+            counterpart_id=counterpart_id, message_instance_uuid=message_instance_uuid,
+            failure_cause=failure_cause, expires_at=expires_at, created_at=self.now, updated_at=self.now)
+        self.session.add(row)
+        await self.session.flush()
+        return row
+
+    def set_message(self, row: MessageInstance, **changes: Any) -> None:
+        for k, v in changes.items():
+            setattr(row, k, v)
+        row.updated_at = self.now
+
+    async def message(self, message_id: int) -> MessageInstance | None:
+        return await self.session.get(MessageInstance, message_id)
+
+    async def claim_message(self, message_id: int) -> MessageInstance | None:
+        """Take a ``ready`` message for routing (compare-and-set), or None if someone else has it."""
+        result = await self.session.execute(
+            update(MessageInstance)
+            .where(MessageInstance.id == message_id, MessageInstance.status == "ready")
+            .values(status="running", updated_at=self.now)
+            .returning(MessageInstance.id))
+        if result.scalar_one_or_none() is None:
+            return None
+        return await self.session.get(MessageInstance, message_id, populate_existing=True)
+
+    async def drop_message_keys(self, message_id: int) -> None:
+        await self.session.execute(delete(MessageKey).where(MessageKey.message_instance_id == message_id))
+
+    async def index_ready_message(self, row: MessageInstance, keys: Iterable[KeyValue]) -> None:
+        """Record the keys of a message left ``ready`` so a receiver that comes to wait later finds it."""
+        for kv in {(kv.key, kv.digest) for kv in keys}:
+            self.session.add(MessageKey(message_instance_id=row.id, message_name=row.name, key_name=kv[0],
+                                        values_digest=kv[1]))
+        await self.session.flush()
+
+    async def ready_messages_for(self, group: str, waits: Sequence[WaitRow], limit: int = 8) -> list[MessageInstance]:
+        """Ready messages an instance in ``group`` that now waits for ``waits`` could take; exact first, FIFO."""
+        live = and_(MessageInstance.status == "ready",
+                    MessageInstance.scope.in_(ancestor_scopes(group)),
+                    or_(MessageInstance.expires_at.is_(None), MessageInstance.expires_at > self.now))
+        exact = [w for w in waits if w.key is not None]
+        anyname = sorted({w.message_name for w in waits if w.key is None})
+        found: list[MessageInstance] = []
+        if exact:
+            keyed = or_(*[and_(MessageKey.message_name == w.message_name, MessageKey.key_name == w.key.key,
+                               MessageKey.values_digest == w.key.digest) for w in exact if w.key])
+            stmt = (select(MessageInstance).join(MessageKey, MessageKey.message_instance_id == MessageInstance.id)
+                    .where(keyed, live).order_by(MessageInstance.id).limit(limit))
+            found += list((await self.session.execute(stmt)).scalars().unique())
+        if anyname:
+            stmt = (select(MessageInstance).where(MessageInstance.name.in_(anyname), live)
+                    .order_by(MessageInstance.id).limit(limit))
+            seen = {m.id for m in found}
+            found += [m for m in (await self.session.execute(stmt)).scalars() if m.id not in seen]
+        return found
+
+    async def list_messages(self, flt: MessageFilter, page: int, per_page: int) -> Page:
+        cond: list[Any] = []
+        if flt.name:
+            cond.append(MessageInstance.name == flt.name)
+        if flt.statuses:
+            cond.append(MessageInstance.status.in_(list(flt.statuses)))
+        if flt.message_types:
+            cond.append(MessageInstance.message_type.in_(list(flt.message_types)))
+        if flt.process_instance_id is not None:
+            cond.append(MessageInstance.process_instance_id == flt.process_instance_id)
+        if flt.created_after is not None:
+            cond.append(MessageInstance.created_at >= flt.created_after)
+        if flt.created_before is not None:
+            cond.append(MessageInstance.created_at <= flt.created_before)
+        order = [MessageInstance.created_at.desc(), MessageInstance.id.desc()]
+        return await self._page(MessageInstance, cond, order, page, per_page)
+
+    async def _page(self, model: Any, cond: list[Any], order: list[Any], page: int, per_page: int) -> Page:
+        total = (await self.session.execute(select(func.count()).select_from(model).where(*cond))).scalar_one()
+        rows = await self.session.execute(
+            select(model).where(*cond).order_by(*order).offset((page - 1) * per_page).limit(per_page))
+        return Page(list(rows.scalars()), int(total), page, per_page)

@@ -1,0 +1,100 @@
+"""Tables. The schema itself is created by the Alembic migrations next to this module, never by ``create_all``.
+
+Names carry a ``spiff_`` prefix so the tables can live in a host application's own database.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Double, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+MESSAGE_STATUSES = ("ready", "running", "completed", "failed", "cancelled", "not_accepted")
+MESSAGE_TYPES = ("send", "receive")
+INSTANCE_STATUSES = ("waiting", "user_input_required", "complete", "error")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class ProcessSpec(Base):
+    """Each process spec version once, so an instance resumes on the spec it started with after a BPMN change."""
+
+    __tablename__ = "spiff_process_spec"
+    process_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    spec_version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    spec: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class ProcessInstance(Base):
+    __tablename__ = "spiff_process_instance"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    process_key: Mapped[str] = mapped_column(String(512), index=True)
+    process_id: Mapped[str] = mapped_column(String(255))
+    process_group: Mapped[str] = mapped_column(String(255))
+    spec_version: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    state: Mapped[str] = mapped_column(Text)
+    correlations: Mapped[dict[str, Any]] = mapped_column(JSON)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class Subscription(Base):
+    """One row per (wait, correlation key): the index that makes correlation a lookup instead of a scan.
+
+    ``key_name`` and ``values_digest`` are empty for a wait that accepts any message of its name.
+    """
+
+    __tablename__ = "spiff_subscription"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    process_instance_id: Mapped[int] = mapped_column(
+        ForeignKey("spiff_process_instance.id", ondelete="CASCADE"), index=True)
+    message_name: Mapped[str] = mapped_column(String(255))
+    group_path: Mapped[str] = mapped_column(String(512))  # "/" for the root group, "/a/b/" for group a/b
+    key_name: Mapped[str] = mapped_column(String(255))
+    values_digest: Mapped[str] = mapped_column(String(40))
+    values_json: Mapped[str] = mapped_column(Text)
+    task_id: Mapped[str] = mapped_column(String(36))
+    element_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (Index("ix_spiff_subscription_lookup", "message_name", "key_name", "values_digest", "id"),)
+
+
+class MessageInstance(Base):
+    __tablename__ = "spiff_message_instance"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255))
+    scope: Mapped[str] = mapped_column(String(255), default="")  # group prefix it was sent to ("" = every group)
+    message_type: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    payload: Mapped[Any] = mapped_column(JSON, nullable=True)
+    correlation_keys: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    process_instance_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    counterpart_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    message_instance_uuid: Mapped[str | None] = mapped_column(String(40), nullable=True, unique=True)
+    failure_cause: Mapped[str | None] = mapped_column(Text, nullable=True)
+    expires_at: Mapped[float | None] = mapped_column(Double, nullable=True, index=True)
+    created_at: Mapped[float] = mapped_column(Double, index=True)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (Index("ix_spiff_message_instance_status_name", "status", "name", "id"),)
+
+
+class MessageKey(Base):
+    """Correlation keys of a message that waits for a receiver (status ``ready``), for matching on wait."""
+
+    __tablename__ = "spiff_message_key"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_instance_id: Mapped[int] = mapped_column(
+        ForeignKey("spiff_message_instance.id", ondelete="CASCADE"), index=True)
+    message_name: Mapped[str] = mapped_column(String(255))
+    key_name: Mapped[str] = mapped_column(String(255))
+    values_digest: Mapped[str] = mapped_column(String(40))
+
+    __table_args__ = (Index("ix_spiff_message_key_lookup", "message_name", "key_name", "values_digest"),)
