@@ -282,12 +282,14 @@ def _json_data(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def _failure(exc: Exception) -> ProcessFailure:
     task = getattr(exc, "task", None)
-    spec = getattr(task, "task_spec", None)
-    message = str(getattr(exc, "error", None) or exc) if isinstance(exc, SpiffWorkflowException) else str(exc)
+    spec = getattr(task, "task_spec", None) or getattr(exc, "task_spec", None)
+    error_type = getattr(exc, "error_type", None)
+    if not isinstance(error_type, str) or error_type == "unknown":
+        error_type = type(exc).__name__
     return ProcessFailure(
         task=getattr(spec, "bpmn_id", None),
         task_name=getattr(spec, "bpmn_name", None),
-        error_type=type(getattr(exc, "exception", None) or exc).__name__,
-        message=message,
+        error_type=error_type,
+        message=str(exc.args[0]) if exc.args else str(exc),
         trace=traceback.format_exception_only(type(exc), exc),
     )
