@@ -26,7 +26,7 @@ class Server:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         cmd = [sys.executable, "-m", "quart_spiff_messages", "serve", "--bpmn-dir", str(bpmn_dir),
                "--database-url", database_url, "--port", str(self.port), "--workers", str(workers)]
-        out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+        out = open(log, "wb") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
