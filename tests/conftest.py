@@ -22,6 +22,7 @@ from quart_spiff_messages import SpiffMessages
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "bpmn_fixtures"
 BROKEN = Path(__file__).resolve().parent / "bpmn_broken"
+CASES = Path(__file__).resolve().parent / "bpmn_cases"
 TABLES = ("spiff_message_key", "spiff_message_instance", "spiff_subscription", "spiff_process_instance",
           "spiff_process_spec")
 
@@ -94,8 +95,10 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def bpmn_dir() -> Path:
-    return FIXTURES
+def bpmn_dir(request: pytest.FixtureRequest) -> Path:
+    """The BPMN folder the app serves: ``bpmn_fixtures/``, or the folder of a ``@pytest.mark.bpmn(path)`` marker."""
+    marker = request.node.get_closest_marker("bpmn")
+    return Path(marker.args[0]) if marker else FIXTURES
 
 
 def make_app(bpmn_dir: Path, database_url: str, clock: Clock, **config: Any) -> tuple[Quart, SpiffMessages]:

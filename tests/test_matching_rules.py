@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from quart_spiff_messages import SpiffMessages
 
-from .conftest import ROOT
+from .conftest import CASES
 
-PING = ROOT / "tests" / "bpmn_cases" / "ping"
-
-
-@pytest.fixture
-def bpmn_dir() -> Path:
-    return PING
+pytestmark = pytest.mark.bpmn(CASES / "ping")
 
 
 async def instance_status(client: Any, instance_id: int) -> str:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import CASES
 
-
-@pytest.fixture
-def bpmn_dir() -> Path:
-    return ROOT / "tests" / "bpmn_cases" / "failing"
+pytestmark = pytest.mark.bpmn(CASES / "failing")
 
 
 async def test_failing_script_marks_instance_error_and_message_failed(client: Any) -> None:

@@ -25,6 +25,8 @@ class Settings:
     url_prefix: str = "/v1.0"
     max_ttl_seconds: int = 300
     openapi: bool = True
+    retention_days: float | None = None  # None: keep finished messages forever
+    sweep_interval_seconds: float = 1.0
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> Settings:
@@ -44,13 +46,26 @@ class Settings:
             raise ConfigError(f"{PREFIX}MAX_TTL_SECONDS must be an integer") from exc
         if max_ttl < 0:
             raise ConfigError(f"{PREFIX}MAX_TTL_SECONDS must be 0 or more")
+        retention = get("RETENTION_DAYS")
         return cls(
+            retention_days=_number("RETENTION_DAYS", retention) if retention is not None else None,
+            sweep_interval_seconds=_number("SWEEP_INTERVAL_SECONDS", get("SWEEP_INTERVAL_SECONDS", 1.0)),
             bpmn_dir=str(bpmn_dir),
             database_url=str(get("DATABASE_URL", DEFAULT_DATABASE_URL)),
             url_prefix=prefix,
             max_ttl_seconds=max_ttl,
             openapi=_bool(get("OPENAPI", True)),
         )
+
+
+def _number(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{PREFIX}{name} must be a number") from exc
+    if number < 0:
+        raise ConfigError(f"{PREFIX}{name} must be 0 or more")
+    return number
 
 
 def _bool(value: Any) -> bool:

@@ -7,9 +7,12 @@ serves, and both are released when it stops.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from quart import Quart, current_app
@@ -23,6 +26,7 @@ from .router import Outcome, Router
 from .store import Store
 
 EXTENSION_KEY = "spiff_messages"
+log = logging.getLogger("quart_spiff_messages")
 Clock = Callable[[], float]
 
 
@@ -34,7 +38,7 @@ class _AppState:
     clock: Clock
     _router: Router | None = None
     _store: Store | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    sweeper: asyncio.Task[None] | None = None
 
     @property
     def router(self) -> Router:
@@ -62,7 +66,7 @@ class SpiffMessages:
         settings = Settings.from_mapping(app.config)
         state = _AppState(settings=settings, clock=lambda: self.clock())
         app.extensions[EXTENSION_KEY] = state
-        app.register_blueprint(create_blueprint(), url_prefix=settings.url_prefix or None)
+        app.register_blueprint(create_blueprint(settings), url_prefix=settings.url_prefix or None)
         if settings.openapi and "QUART_SCHEMA" not in app.extensions:
             QuartSchema(
                 app,
@@ -102,10 +106,29 @@ class SpiffMessages:
             await store.dispose()
             raise
         state._store = store
-        state._router = Router(catalog, engine, store)
+        state._router = Router(catalog, engine, store, state.settings.max_ttl_seconds)
+        state.sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(state))
+
+    async def _sweep_forever(self, state: _AppState) -> None:
+        """Expire buffered messages and purge old ones while the app serves (bounded batches, no delivery waits)."""
+        settings = state.settings
+        retention = settings.retention_days * 86400 if settings.retention_days is not None else None
+        while True:
+            try:
+                await state.router.sweep(retention_seconds=retention)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("message sweep failed; retrying")
+            await asyncio.sleep(settings.sweep_interval_seconds)
 
     async def _stop(self, app: Quart) -> None:
         state: _AppState = app.extensions[EXTENSION_KEY]
+        if state.sweeper is not None:
+            state.sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await state.sweeper
+            state.sweeper = None
         if state._store is not None:
             await state._store.dispose()
         state._store = None
@@ -125,9 +148,18 @@ class SpiffMessages:
     def catalog(self) -> Catalog:
         return self.router.catalog
 
-    async def send_message(self, name: str, payload: Mapping[str, Any]) -> Outcome:
-        """Send message ``name`` (``group:name`` scopes it) with ``payload``; the same decision as the HTTP API."""
-        return await self.router.send_message(name, payload)
+    async def send_message(self, name: str, payload: Mapping[str, Any], *, ttl: int = 0,
+                           message_instance_uuid: str | None = None) -> Outcome:
+        """Send message ``name`` (``group:name`` scopes it) with ``payload``; the same decision as the HTTP API.
+
+        ``ttl`` > 0 keeps a message nobody takes now for that many seconds (``message_instance_uuid`` required);
+        a ``message_instance_uuid`` sent again returns the stored outcome.
+        """
+        return await self.router.send_message(name, payload, ttl=ttl, message_instance_uuid=message_instance_uuid)
+
+    async def cancel_message(self, message_instance_uuid: str) -> Any:
+        """Cancel a buffered message."""
+        return await self.router.cancel_message(message_instance_uuid)
 
     async def start_process(self, process_id: str, data: Mapping[str, Any] | None = None) -> Outcome:
         """Start ``process_id`` (``group:process_id`` in a group) through its plain start event."""

@@ -9,13 +9,16 @@ instance threw are all written together. The outbox is routed right after the co
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from .catalog import Catalog, ProcessEntry, StartPoint
-from .correlation import KeyValue, key_values
+from .correlation import KeyValue, canonical, key_values
 from .engine import Engine, Instance
 from .names import ScopedName, parse_modified_name
 from .store import MessageInstance, ProcessInstance, Store, Tx
@@ -53,16 +56,58 @@ class InstanceNotFound(RouterError):
     error_code = "process_instance_not_found"
 
 
+class InvalidTimeToLive(RouterError):
+    error_code = "invalid_time_to_live"
+
+
+class InvalidMessageInstanceUuid(RouterError):
+    error_code = "invalid_message_instance_uuid"
+
+
+class MessageInstanceUuidRequired(RouterError):
+    error_code = "message_instance_uuid_required"
+
+
+class MessageInstanceUuidConflict(RouterError):
+    status = 409
+    error_code = "message_instance_uuid_conflict"
+
+
+class MessageNotFound(RouterError):
+    status = 404
+    error_code = "message_not_found"
+
+
+class MessageNotCancellable(RouterError):
+    status = 409
+    error_code = "message_not_cancellable"
+
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def normalize_uuid(value: str) -> str:
+    """A message_instance_uuid in canonical form, stored lower-case."""
+    if len(value) > 40:
+        raise InvalidMessageInstanceUuid("message_instance_uuid must be 40 characters or fewer")
+    lowered = value.strip().lower()
+    if not _UUID.match(lowered):
+        raise InvalidMessageInstanceUuid(
+            "message_instance_uuid must be a UUID in canonical form (8-4-4-4-12 hexadecimal digits)")
+    return lowered
+
+
 @dataclass
 class Outcome:
     """What happened to one message (or one API start)."""
 
-    kind: str  # delivered | started | not_accepted | process_error
+    kind: str  # delivered | started | buffered | not_accepted | process_error
     message: MessageInstance | None
     instance: ProcessInstance | None = None
     task_data: dict[str, Any] | None = None
     reason: str | None = None
     error: dict[str, Any] | None = None
+    replayed: bool = False  # the stored outcome of an earlier request with the same message_instance_uuid
 
 
 @dataclass
@@ -73,26 +118,115 @@ class _Work:
 
 
 class Router:
-    def __init__(self, catalog: Catalog, engine: Engine, store: Store) -> None:
+    def __init__(self, catalog: Catalog, engine: Engine, store: Store, max_ttl_seconds: int = 300) -> None:
         self.catalog = catalog
         self.engine = engine
         self.store = store
+        self.max_ttl_seconds = max_ttl_seconds
         self._old_specs: dict[tuple[str, str], ProcessEntry] = {}
 
     # -- entry points -------------------------------------------------------------------------------------------
-    async def send_message(self, modified_name: str, payload: Mapping[str, Any]) -> Outcome:
+    async def send_message(self, modified_name: str, payload: Mapping[str, Any], *, ttl: int = 0,
+                           message_instance_uuid: str | None = None) -> Outcome:
+        """Route one message. With ``ttl`` > 0 a message nobody takes now is kept until a receiver waits."""
         scoped = parse_modified_name(modified_name)
+        if not 0 <= ttl <= self.max_ttl_seconds:
+            raise InvalidTimeToLive(f"time_to_live_in_seconds must be between 0 and {self.max_ttl_seconds}")
+        key = normalize_uuid(message_instance_uuid) if message_instance_uuid is not None else None
+        if ttl > 0 and key is None:
+            raise MessageInstanceUuidRequired(
+                "message_instance_uuid is required when time_to_live_in_seconds is greater than 0")
+        payload = dict(payload)
+        if key is not None:
+            replay = await self._replay(key, scoped, payload)
+            if replay is not None:
+                return replay
         work = _Work([])
-        async with self.store.transaction() as tx:
-            msg = await tx.add_message(name=scoped.name, scope=scoped.group, message_type="send",
-                                       status="running", payload=dict(payload))
-            outcome = await self._route(tx, msg, scoped, work)
-            if outcome is None:
-                reason = self._refusal(scoped)
-                tx.set_message(msg, status="not_accepted", failure_cause=reason)
-                outcome = Outcome("not_accepted", msg, reason=reason)
+        try:
+            async with self.store.transaction() as tx:
+                msg = await tx.add_message(name=scoped.name, scope=scoped.group, message_type="send",
+                                           status="running", payload=payload, message_instance_uuid=key)
+                outcome = await self._route(tx, msg, scoped, work)
+                if outcome is None and ttl > 0:
+                    tx.set_message(msg, status="ready", expires_at=tx.now + ttl)
+                    await tx.index_ready_message(msg, self._message_keys(scoped, payload))
+                    outcome = Outcome("buffered", msg)
+                elif outcome is None:
+                    reason = self._refusal(scoped)
+                    tx.set_message(msg, status="not_accepted", failure_cause=reason)
+                    outcome = Outcome("not_accepted", msg, reason=reason)
+        except IntegrityError:
+            # Another request inserted the same message_instance_uuid first: answer with its outcome.
+            replay = await self._replay(key, scoped, payload) if key is not None else None
+            if replay is None:
+                raise
+            return replay
         await self._flush(work)
         return outcome
+
+    async def _replay(self, key: str, scoped: ScopedName, payload: dict[str, Any]) -> Outcome | None:
+        """The stored outcome of the message sent earlier with this key, or None if there is none."""
+        async with self.store.reader() as tx:
+            msg = await tx.message_by_uuid(key)
+            if msg is None:
+                return None
+            if (msg.name, msg.scope) != (scoped.name, scoped.group) or not _same_payload(msg.payload, payload):
+                raise MessageInstanceUuidConflict(
+                    "A message with the same message_instance_uuid already exists for a different message or "
+                    "payload.", message_instance_id=msg.id)
+            if msg.status in ("completed", "failed") and msg.counterpart_id is not None:
+                receive = await tx.message(msg.counterpart_id)
+                row = await tx.instance(receive.process_instance_id) if receive and receive.process_instance_id \
+                    else None
+                if row is not None:
+                    inst = self.engine.load(row.state, await self._entry(tx, row))
+                    if msg.status == "failed":
+                        return Outcome("process_error", msg, row, self.engine.task_data(inst), error=row.error,
+                                       replayed=True)
+                    return Outcome("delivered", msg, row, self.engine.task_data(inst), replayed=True)
+            if msg.status == "not_accepted":
+                return Outcome("not_accepted", msg, reason=msg.failure_cause, replayed=True)
+            return Outcome("buffered", msg, replayed=True)
+
+    async def cancel_message(self, message_instance_uuid: str) -> MessageInstance:
+        """Cancel a buffered message; cancelling a cancelled one is a no-op, a delivered one a 409."""
+        key = normalize_uuid(message_instance_uuid)
+        async with self.store.transaction() as tx:
+            msg = await tx.message_by_uuid(key)
+            if msg is None:
+                raise MessageNotFound(f"no message with message_instance_uuid {key}")
+            if msg.status == "ready":
+                if await tx.claim_message(msg.id) is not None:
+                    tx.set_message(msg, status="cancelled", failure_cause="cancelled by request")
+                    await tx.drop_message_keys(msg.id)
+                    return msg
+                await tx.session.refresh(msg)  # someone else took it meanwhile
+            if msg.status != "cancelled":
+                raise MessageNotCancellable(
+                    f"message {msg.id} is {msg.status}; only a buffered (ready) message can be cancelled",
+                    status_of_message=msg.status)
+            return msg
+
+    async def sweep(self, batch: int = 1000, retention_seconds: float | None = None) -> tuple[int, int]:
+        """Mark expired buffered messages cancelled and purge old finished rows, one bounded batch per transaction.
+
+        Returns (expired, purged). Safe to run from several workers at once.
+        """
+        expired = purged = 0
+        while True:
+            async with self.store.transaction() as tx:
+                n = await tx.expire_ready_messages(batch)
+            expired += n
+            if n < batch:
+                break
+        if retention_seconds is not None:
+            while True:
+                async with self.store.transaction() as tx:
+                    n = await tx.purge_finished_messages(tx.now - retention_seconds, batch)
+                purged += n
+                if n < batch:
+                    break
+        return expired, purged
 
     async def start_process(self, modified_process_id: str, data: Mapping[str, Any]) -> Outcome:
         scoped = parse_modified_name(modified_process_id)
@@ -274,6 +408,13 @@ class Router:
         if inst.failure is not None:
             return Outcome("process_error", msg, row, self.engine.task_data(inst), error=inst.failure.as_json())
         return Outcome(kind, msg, row, self.engine.task_data(inst))
+
+
+def _same_payload(stored: Any, payload: dict[str, Any]) -> bool:
+    try:
+        return isinstance(stored, dict) and canonical(stored) == canonical(payload)
+    except TypeError:
+        return False
 
 
 def _depth(group: str) -> int:

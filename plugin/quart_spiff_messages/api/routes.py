@@ -16,6 +16,7 @@ from quart_schema import (
 )
 from werkzeug.exceptions import HTTPException
 
+from ..config import Settings
 from ..names import InvalidName, parse_modified_name
 from ..router import Outcome, RouterError
 from ..store import MessageFilter
@@ -58,8 +59,25 @@ def _query(model: type[M]) -> M:
         raise errors.ApiError(400, "invalid_query_parameter", f"{field}: {first['msg']}", field=field) from exc
 
 
+def _send_options(max_ttl: int) -> tuple[int, str | None]:
+    """TTL and idempotency key from the query string; range and format are the router's to check."""
+    raw_ttl = request.args.get("time_to_live_in_seconds", "0").strip() or "0"
+    try:
+        ttl = int(raw_ttl)
+    except ValueError as exc:
+        raise errors.ApiError(400, "invalid_time_to_live",
+                              f"time_to_live_in_seconds must be an integer from 0 to {max_ttl}") from exc
+    key = request.args.get("message_instance_uuid") or None
+    execution_mode = request.args.get("execution_mode")
+    if execution_mode not in (None, "synchronous", "asynchronous"):
+        raise errors.ApiError(400, "invalid_execution_mode", "execution_mode is synchronous or asynchronous")
+    return ttl, key
+
+
 def _outcome(outcome: Outcome) -> Response:
     msg = views.message_json(outcome.message) if outcome.message is not None else None
+    if outcome.kind == "buffered" and outcome.message is not None:
+        return _ok({"message_instance": views.message_summary(outcome.message)}, 202)
     if outcome.kind in ("delivered", "started") and outcome.instance is not None:
         return _ok({"task_data": outcome.task_data or {},
                     "process_instance": views.instance_json(outcome.instance),
@@ -75,24 +93,39 @@ def _outcome(outcome: Outcome) -> Response:
                           message_instance=msg)
 
 
-def create_blueprint() -> Blueprint:
+def create_blueprint(settings: Settings) -> Blueprint:
     bp = Blueprint("spiff_messages", __name__)
+    max_ttl = settings.max_ttl_seconds
 
     @bp.post("/messages/<modified_message_name>")
     @document_request(schemas.Payload)
-    @document_querystring(schemas.SendQuery)
+    @document_querystring(schemas.send_query_model(max_ttl))
     @document_response(schemas.DeliveredOut, 200)
+    @document_response(schemas.BufferedOut, 202)
     @document_response(schemas.Problem, 400)
+    @document_response(schemas.Problem, 409)
     async def send_message(modified_message_name: str) -> Response:
         """Send a message: to the waiting instance that correlates, else to a Message Start Event.
 
         Colons in the name stand for slashes: `orders:payment_failed` is message `payment_failed` in group
-        `orders` and its sub-groups. A message nobody can take is answered `400 message_not_accepted`.
+        `orders` and its sub-groups. With `time_to_live_in_seconds` > 0 a message nobody takes now is kept
+        (`202`) until an instance comes to wait for it; otherwise it is answered `400 message_not_accepted`.
+        Sending again with the same `message_instance_uuid` returns the stored outcome.
         """
         parse_modified_name(modified_message_name)
-        _query(schemas.SendQuery)
+        ttl, key = _send_options(max_ttl)
         payload = await _json_object("message payload")
-        return _outcome(await _state().router.send_message(modified_message_name, payload))
+        return _outcome(await _state().router.send_message(modified_message_name, payload, ttl=ttl,
+                                                           message_instance_uuid=key))
+
+    @bp.delete("/messages/<message_instance_uuid>")
+    @document_response(schemas.BufferedOut, 200)
+    @document_response(schemas.Problem, 404)
+    @document_response(schemas.Problem, 409)
+    async def cancel_message(message_instance_uuid: str) -> Response:
+        """Cancel a buffered message (status `cancelled`, failure cause `cancelled by request`)."""
+        msg = await _state().router.cancel_message(message_instance_uuid)
+        return _ok({"message_instance": views.message_json(msg)})
 
     @bp.get("/messages")
     @document_querystring(schemas.MessageListQuery)

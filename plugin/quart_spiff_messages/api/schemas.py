@@ -16,17 +16,6 @@ class Payload(RootModel[dict[str, Any]]):
     """The message payload: any JSON object."""
 
 
-class SendQuery(BaseModel):
-    time_to_live_in_seconds: int = Field(
-        0, ge=0, le=300,
-        description="Seconds to keep an unmatched message until a receiver comes to wait for it. "
-                    "0: the message must match now.")
-    message_instance_uuid: str | None = Field(
-        None, max_length=40, description="Caller-chosen idempotency key (a UUID). Required when the TTL is above 0.")
-    execution_mode: Literal["synchronous", "asynchronous"] | None = Field(
-        None, description="Accepted for Spiff Arena compatibility; delivery is always synchronous.")
-
-
 class PageQuery(BaseModel):
     page: int = Field(1, ge=1)
     per_page: int = Field(100, ge=1, le=MAX_PER_PAGE)
@@ -83,6 +72,31 @@ class ProcessInstanceOut(BaseModel):
     error: dict[str, Any] | None = None
     created_at_in_seconds: int
     updated_at_in_seconds: int
+
+
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
+def send_query_model(max_ttl: int) -> type[BaseModel]:
+    """The send query string, documented with the configured TTL maximum (built per app, not at import)."""
+
+    class SendQuery(BaseModel):
+        time_to_live_in_seconds: int = Field(
+            0, ge=0, le=max_ttl,
+            description=f"Seconds (0 to {max_ttl}) to keep an unmatched message until a receiver comes to wait "
+                        "for it. 0: the message must match now, or it is refused with 400 message_not_accepted.")
+        message_instance_uuid: str | None = Field(
+            None, max_length=40, pattern=UUID_PATTERN,
+            description="Caller-chosen idempotency key (canonical UUID). Required when the TTL is above 0; "
+                        "a replay returns the stored outcome.")
+        execution_mode: Literal["synchronous", "asynchronous"] | None = Field(
+            None, description="Accepted for Spiff Arena compatibility; delivery is always synchronous.")
+
+    return SendQuery
+
+
+class BufferedOut(BaseModel):
+    message_instance: MessageInstanceOut
 
 
 class WaitOut(BaseModel):

@@ -18,6 +18,7 @@ from .models import MessageInstance, MessageKey, ProcessInstance, ProcessSpec, S
 __all__ = ["MessageFilter", "MessageInstance", "Page", "ProcessInstance", "Store", "Subscription", "Tx"]
 
 Clock = Callable[[], float]
+FINISHED = ("completed", "cancelled", "not_accepted", "failed")
 
 
 def group_path(group: str) -> str:
@@ -224,6 +225,39 @@ class Tx:
 
     async def message(self, message_id: int) -> MessageInstance | None:
         return await self.session.get(MessageInstance, message_id)
+
+    async def message_by_uuid(self, key: str) -> MessageInstance | None:
+        stmt = select(MessageInstance).where(MessageInstance.message_instance_uuid == key)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def expire_ready_messages(self, batch: int) -> int:
+        """Mark up to ``batch`` expired ready messages ``cancelled`` (``failure_cause`` "expired")."""
+        due = (select(MessageInstance.id)
+               .where(MessageInstance.status == "ready", MessageInstance.expires_at <= self.now)
+               .order_by(MessageInstance.expires_at).limit(batch))
+        if self.store.dialect == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        ids = list((await self.session.execute(due)).scalars())
+        if not ids:
+            return 0
+        await self.session.execute(
+            update(MessageInstance).where(MessageInstance.id.in_(ids), MessageInstance.status == "ready")
+            .values(status="cancelled", failure_cause="expired", updated_at=self.now))
+        await self.session.execute(delete(MessageKey).where(MessageKey.message_instance_id.in_(ids)))
+        return len(ids)
+
+    async def purge_finished_messages(self, before: float, batch: int) -> int:
+        """Delete up to ``batch`` finished messages last changed before ``before``."""
+        old = (select(MessageInstance.id)
+               .where(MessageInstance.status.in_(FINISHED), MessageInstance.updated_at < before)
+               .order_by(MessageInstance.updated_at).limit(batch))
+        if self.store.dialect == "postgresql":
+            old = old.with_for_update(skip_locked=True)
+        ids = list((await self.session.execute(old)).scalars())
+        if ids:
+            await self.session.execute(delete(MessageKey).where(MessageKey.message_instance_id.in_(ids)))
+            await self.session.execute(delete(MessageInstance).where(MessageInstance.id.in_(ids)))
+        return len(ids)
 
     async def claim_message(self, message_id: int) -> MessageInstance | None:
         """Take a ``ready`` message for routing (compare-and-set), or None if someone else has it."""
