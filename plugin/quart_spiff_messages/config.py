@@ -27,6 +27,7 @@ class Settings:
     openapi: bool = True
     retention_days: float | None = None  # None: keep finished messages forever
     sweep_interval_seconds: float = 1.0
+    lock_timeout_seconds: float = 5.0  # how long a message waits for a busy instance before a 503
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> Settings:
@@ -49,6 +50,7 @@ class Settings:
         retention = get("RETENTION_DAYS")
         return cls(
             retention_days=_number("RETENTION_DAYS", retention) if retention is not None else None,
+            lock_timeout_seconds=_number("LOCK_TIMEOUT_SECONDS", get("LOCK_TIMEOUT_SECONDS", 5.0)),
             sweep_interval_seconds=_number("SWEEP_INTERVAL_SECONDS", get("SWEEP_INTERVAL_SECONDS", 1.0)),
             bpmn_dir=str(bpmn_dir),
             database_url=str(get("DATABASE_URL", DEFAULT_DATABASE_URL)),

@@ -93,7 +93,7 @@ class SpiffMessages:
     async def _start(self, app: Quart) -> None:
         state: _AppState = app.extensions[EXTENSION_KEY]
         catalog = Catalog.load(state.settings.bpmn_dir)
-        store = Store(state.settings.database_url, state.clock)
+        store = Store(state.settings.database_url, state.clock, state.settings.lock_timeout_seconds)
         try:
             await store.upgrade()
             engine = Engine()
@@ -107,6 +107,9 @@ class SpiffMessages:
             raise
         state._store = store
         state._router = Router(catalog, engine, store, state.settings.max_ttl_seconds)
+        recovered = await state._router.recover()
+        if recovered:
+            log.info("re-offered %d thrown messages left ready by an earlier run", recovered)
         state.sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(state))
 
     async def _sweep_forever(self, state: _AppState) -> None:

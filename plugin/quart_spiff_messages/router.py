@@ -9,11 +9,12 @@ instance threw are all written together. The outbox is routed right after the co
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
@@ -21,8 +22,11 @@ from .catalog import Catalog, ProcessEntry, StartPoint
 from .correlation import KeyValue, canonical, key_values
 from .engine import Engine, Instance
 from .names import ScopedName, parse_modified_name
-from .store import MessageInstance, ProcessInstance, Store, Tx
+from .store import Busy, MessageInstance, ProcessInstance, Store, Tx
 from .store import WaitRow as _WaitRow
+
+log = logging.getLogger("quart_spiff_messages")
+T = TypeVar("T")
 
 # A delivery can make an instance take buffered messages, which can make it wait again: bound the chain.
 MAX_CHAINED_DELIVERIES = 100
@@ -71,6 +75,11 @@ class MessageInstanceUuidRequired(RouterError):
 class MessageInstanceUuidConflict(RouterError):
     status = 409
     error_code = "message_instance_uuid_conflict"
+
+
+class InstanceBusy(RouterError):
+    status = 503
+    error_code = "instance_busy"
 
 
 class MessageNotFound(RouterError):
@@ -142,19 +151,24 @@ class Router:
             if replay is not None:
                 return replay
         work = _Work([])
+
+        async def attempt(tx: Tx) -> Outcome:
+            work.outbox.clear()
+            msg = await tx.add_message(name=scoped.name, scope=scoped.group, message_type="send",
+                                       status="running", payload=payload, message_instance_uuid=key)
+            outcome = await self._route(tx, msg, scoped, work)
+            if outcome is None and ttl > 0:
+                tx.set_message(msg, status="ready", expires_at=tx.now + ttl)
+                await tx.index_ready_message(msg, self._message_keys(scoped, payload))
+                return Outcome("buffered", msg)
+            if outcome is None:
+                reason = self._refusal(scoped)
+                tx.set_message(msg, status="not_accepted", failure_cause=reason)
+                return Outcome("not_accepted", msg, reason=reason)
+            return outcome
+
         try:
-            async with self.store.transaction() as tx:
-                msg = await tx.add_message(name=scoped.name, scope=scoped.group, message_type="send",
-                                           status="running", payload=payload, message_instance_uuid=key)
-                outcome = await self._route(tx, msg, scoped, work)
-                if outcome is None and ttl > 0:
-                    tx.set_message(msg, status="ready", expires_at=tx.now + ttl)
-                    await tx.index_ready_message(msg, self._message_keys(scoped, payload))
-                    outcome = Outcome("buffered", msg)
-                elif outcome is None:
-                    reason = self._refusal(scoped)
-                    tx.set_message(msg, status="not_accepted", failure_cause=reason)
-                    outcome = Outcome("not_accepted", msg, reason=reason)
+            outcome = await self._run(attempt)
         except IntegrityError:
             # Another request inserted the same message_instance_uuid first: answer with its outcome.
             replay = await self._replay(key, scoped, payload) if key is not None else None
@@ -163,6 +177,14 @@ class Router:
             return replay
         await self._flush(work)
         return outcome
+
+    async def _run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        try:
+            return await self.store.run(work)
+        except Busy as exc:
+            raise InstanceBusy(
+                "The process instance this message is for stayed busy with another request; retry shortly.",
+                retry_after=1) from exc
 
     async def _replay(self, key: str, scoped: ScopedName, payload: dict[str, Any]) -> Outcome | None:
         """The stored outcome of the message sent earlier with this key, or None if there is none."""
@@ -191,7 +213,8 @@ class Router:
     async def cancel_message(self, message_instance_uuid: str) -> MessageInstance:
         """Cancel a buffered message; cancelling a cancelled one is a no-op, a delivered one a 409."""
         key = normalize_uuid(message_instance_uuid)
-        async with self.store.transaction() as tx:
+
+        async def attempt(tx: Tx) -> MessageInstance:
             msg = await tx.message_by_uuid(key)
             if msg is None:
                 raise MessageNotFound(f"no message with message_instance_uuid {key}")
@@ -207,6 +230,8 @@ class Router:
                     status_of_message=msg.status)
             return msg
 
+        return await self._run(attempt)
+
     async def sweep(self, batch: int = 1000, retention_seconds: float | None = None) -> tuple[int, int]:
         """Mark expired buffered messages cancelled and purge old finished rows, one bounded batch per transaction.
 
@@ -214,15 +239,13 @@ class Router:
         """
         expired = purged = 0
         while True:
-            async with self.store.transaction() as tx:
-                n = await tx.expire_ready_messages(batch)
+            n = await self.store.run(lambda tx: tx.expire_ready_messages(batch))
             expired += n
             if n < batch:
                 break
         if retention_seconds is not None:
             while True:
-                async with self.store.transaction() as tx:
-                    n = await tx.purge_finished_messages(tx.now - retention_seconds, batch)
+                n = await self.store.run(lambda tx: tx.purge_finished_messages(tx.now - retention_seconds, batch))
                 purged += n
                 if n < batch:
                     break
@@ -238,12 +261,16 @@ class Router:
             raise ProcessNotStartable(
                 f"process {key!r} has no plain start event; it starts when one of its start messages is sent")
         work = _Work([])
-        async with self.store.transaction() as tx:
+
+        async def attempt(tx: Tx) -> Outcome:
+            work.outbox.clear()
             inst = self.engine.new_instance(entry, data)
             row = await tx.add_instance(process_key=entry.key, process_id=entry.process_id, group=entry.group,
                                         spec_version=entry.spec_version)
             await self._settle(tx, row, inst, work)
-            outcome = self._result("started", None, row, inst)
+            return self._result("started", None, row, inst)
+
+        outcome = await self._run(attempt)
         await self._flush(work)
         return outcome
 
@@ -262,6 +289,8 @@ class Router:
         keys = self._message_keys(scoped, payload)
         tx.set_message(msg, correlation_keys={kv.key: dict(kv.values) for kv in keys} or None)
         pairs = sorted({(kv.key, kv.digest) for kv in keys})
+        await tx.lock_keys(exclusive=[_lock_key(scoped.name, k, d) for k, d in pairs],
+                           shared=[_lock_key(scoped.name)])
         for sub in await tx.find_subscriptions(scoped.name, scoped.group, pairs):
             row = await tx.lock_instance(sub.process_instance_id)
             if row is None or row.status in ("complete", "error"):
@@ -349,6 +378,8 @@ class Router:
 
     async def _take_buffered(self, tx: Tx, row: ProcessInstance, inst: Instance, added: Sequence[_WaitRow]) -> bool:
         """Deliver the oldest ready message that one of the new waits accepts; True if one was delivered."""
+        await tx.lock_keys(exclusive=[_lock_key(w.message_name, w.key.key, w.key.digest) if w.key
+                                      else _lock_key(w.message_name) for w in added])
         for cand in await tx.ready_messages_for(row.process_group, added):
             claimed = await tx.claim_message(cand.id)
             if claimed is None:
@@ -377,16 +408,31 @@ class Router:
             budget -= 1
             message_id = queue.popleft()
             more = _Work([])
-            async with self.store.transaction() as tx:
+
+            async def attempt(tx: Tx, message_id: int = message_id, more: _Work = more) -> None:
+                more.outbox.clear()
                 msg = await tx.claim_message(message_id)
                 if msg is None:
-                    continue
+                    return
                 outcome = await self._route(tx, msg, ScopedName(msg.scope, msg.name), more)
                 if outcome is None:  # nobody wants it yet: keep it for the first receiver that comes to wait
                     tx.set_message(msg, status="ready")
                     payload = msg.payload if isinstance(msg.payload, Mapping) else {}
                     await tx.index_ready_message(msg, self._message_keys(ScopedName(msg.scope, msg.name), payload))
+
+            try:
+                await self.store.run(attempt)
+            except Busy:
+                log.warning("message %s stays ready: its receiver stayed busy", message_id)
+                continue
             queue.extend(more.outbox)
+
+    async def recover(self) -> int:
+        """Route messages processes threw before a crash cut their request short (at start-up; CAS-safe)."""
+        async with self.store.reader() as tx:
+            pending = await tx.unrouted_thrown_messages()
+        await self._flush(_Work(pending))
+        return len(pending)
 
     # -- helpers ------------------------------------------------------------------------------------------------
     async def _entry(self, tx: Tx, row: ProcessInstance) -> ProcessEntry:
@@ -408,6 +454,10 @@ class Router:
         if inst.failure is not None:
             return Outcome("process_error", msg, row, self.engine.task_data(inst), error=inst.failure.as_json())
         return Outcome(kind, msg, row, self.engine.task_data(inst))
+
+
+def _lock_key(name: str, key: str = "*", digest: str = "") -> str:
+    return f"{name}\x1f{key}\x1f{digest}"
 
 
 def _same_payload(stored: Any, payload: dict[str, Any]) -> bool:

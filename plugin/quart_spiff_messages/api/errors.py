@@ -35,7 +35,10 @@ async def on_api_error(exc: ApiError) -> Response:
 
 
 async def on_router_error(exc: RouterError) -> Response:
-    return problem(exc.status, exc.error_code, exc.message, **exc.extra)
+    response = problem(exc.status, exc.error_code, exc.message, **exc.extra)
+    if "retry_after" in exc.extra:
+        response.headers["Retry-After"] = str(exc.extra["retry_after"])
+    return response
 
 
 async def on_invalid_name(exc: InvalidName) -> Response:

@@ -2,22 +2,48 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ..correlation import KeyValue
 from . import db
 from .models import MessageInstance, MessageKey, ProcessInstance, ProcessSpec, Subscription
 
-__all__ = ["MessageFilter", "MessageInstance", "Page", "ProcessInstance", "Store", "Subscription", "Tx"]
+__all__ = ["Busy", "MessageFilter", "MessageInstance", "Page", "ProcessInstance", "Store", "Subscription", "Tx"]
 
 Clock = Callable[[], float]
+T = TypeVar("T")
+RETRY_STATES = {"40P01", "40001"}  # deadlock detected, serialization failure: run the transaction again
+BUSY_STATES = {"55P03"}  # lock_not_available: lock_timeout ran out
+ATTEMPTS = 4
+
+
+class Busy(Exception):
+    """A lock stayed taken longer than the lock timeout (a busy instance): the caller may retry later."""
+
+
+def sqlstate(exc: DBAPIError) -> str | None:
+    orig = exc.orig
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def _sqlite_busy(exc: DBAPIError) -> bool:
+    return "database is locked" in str(exc.orig) or "database is busy" in str(exc.orig)
+
+
 FINISHED = ("completed", "cancelled", "not_accepted", "failed")
 
 
@@ -64,10 +90,10 @@ class Page:
 
 
 class Store:
-    def __init__(self, url: str, clock: Clock) -> None:
+    def __init__(self, url: str, clock: Clock, lock_timeout_seconds: float = 5.0) -> None:
         self.url = db.async_url(url)
         self.clock = clock
-        self.engine: AsyncEngine = db.create_engine(self.url)
+        self.engine: AsyncEngine = db.create_engine(self.url, lock_timeout_seconds=lock_timeout_seconds)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         if db.is_sqlite(self.engine):
             self.read_engine: AsyncEngine = db.create_engine(self.url, immediate=False)
@@ -92,6 +118,22 @@ class Store:
         """A writing transaction: committed when the block ends, rolled back (nothing written) on any error."""
         async with self._sessions() as session, session.begin():
             yield Tx(session, self)
+
+    async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        """Run ``work`` in one transaction; again after a deadlock; :class:`Busy` when a lock stays taken."""
+        for attempt in range(ATTEMPTS):
+            try:
+                async with self.transaction() as tx:
+                    return await work(tx)
+            except DBAPIError as exc:
+                state = sqlstate(exc)
+                if state in RETRY_STATES and attempt < ATTEMPTS - 1:
+                    await asyncio.sleep(random.uniform(0.002, 0.02) * (attempt + 1))
+                    continue
+                if state in BUSY_STATES or state in RETRY_STATES or _sqlite_busy(exc):
+                    raise Busy(str(exc.orig)) from exc
+                raise
+        raise AssertionError("unreachable")
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[Tx]:
@@ -120,6 +162,20 @@ class Tx:
         self.session = session
         self.store = store
         self.now = store.clock()
+
+    # -- locks ----------------------------------------------------------------------------------------------------
+    async def lock_keys(self, exclusive: Iterable[str], shared: Iterable[str] = ()) -> None:
+        """Transaction-scoped advisory locks (PostgreSQL; SQLite's single writer already serializes).
+
+        A message and a receiver that come at the same moment lock the same correlation key, so one of them
+        always sees the other: the message finds the new wait, or the wait finds the buffered message.
+        """
+        if self.store.dialect != "postgresql":
+            return
+        wanted = sorted({(k, True) for k in exclusive} | {(k, False) for k in shared} - {(k, False) for k in exclusive})
+        for key, excl in wanted:
+            fn = "pg_advisory_xact_lock" if excl else "pg_advisory_xact_lock_shared"
+            await self.session.execute(text(f"SELECT {fn}(hashtextextended(:k, 0))"), {"k": key})
 
     # -- specs --------------------------------------------------------------------------------------------------
     async def spec(self, process_key: str, version: str) -> str | None:
@@ -225,6 +281,15 @@ class Tx:
 
     async def message(self, message_id: int) -> MessageInstance | None:
         return await self.session.get(MessageInstance, message_id)
+
+    async def unrouted_thrown_messages(self, limit: int = 10_000) -> list[int]:
+        """Messages processes threw that were never routed (no correlation keys indexed yet)."""
+        indexed = select(MessageKey.id).where(MessageKey.message_instance_id == MessageInstance.id).exists()
+        stmt = (select(MessageInstance.id)
+                .where(MessageInstance.status == "ready", MessageInstance.message_type == "send",
+                       MessageInstance.process_instance_id.is_not(None), ~indexed)
+                .order_by(MessageInstance.id).limit(limit))
+        return list((await self.session.execute(stmt)).scalars())
 
     async def message_by_uuid(self, key: str) -> MessageInstance | None:
         stmt = select(MessageInstance).where(MessageInstance.message_instance_uuid == key)

@@ -36,19 +36,23 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def create_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> AsyncEngine:
+def create_engine(url: str, *, immediate: bool = True, lock_timeout_seconds: float = 5.0,
+                  **kwargs: Any) -> AsyncEngine:
     url = async_url(url)
     if make_url(url).get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)
-        return create_async_engine(url, **kwargs)
-    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
+        # A lock that stays taken longer than this (a busy instance) ends the wait with SQLSTATE 55P03.
+        settings = {"lock_timeout": str(int(lock_timeout_seconds * 1000))}
+        return create_async_engine(url, connect_args={"server_settings": settings}, **kwargs)
+    busy_ms = int(max(lock_timeout_seconds, 1.0) * 1000) if immediate else SQLITE_BUSY_TIMEOUT_MS
+    engine = create_async_engine(url, connect_args={"timeout": busy_ms / 1000}, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
