@@ -183,7 +183,8 @@ class Router:
             return await self.store.run(work)
         except Busy as exc:
             raise InstanceBusy(
-                "The process instance this message is for stayed busy with another request; retry shortly.",
+                "A lock this request needs (the process instance it is for, or the database) stayed taken by "
+                "other requests longer than the lock timeout; nothing was written, retry shortly.",
                 retry_after=1) from exc
 
     async def _replay(self, key: str, scoped: ScopedName, payload: dict[str, Any]) -> Outcome | None:

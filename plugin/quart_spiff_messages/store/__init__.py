@@ -6,11 +6,13 @@ import asyncio
 import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -95,8 +97,10 @@ class Store:
         self.clock = clock
         self.engine: AsyncEngine = db.create_engine(self.url, lock_timeout_seconds=lock_timeout_seconds)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._sqlite_writer: asyncio.Lock | None = None
         if db.is_sqlite(self.engine):
             self.read_engine: AsyncEngine = db.create_engine(self.url, immediate=False)
+            self._sqlite_writer = asyncio.Lock()
         else:
             self.read_engine = self.engine
         self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
@@ -115,9 +119,16 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        """A writing transaction: committed when the block ends, rolled back (nothing written) on any error."""
-        async with self._sessions() as session, session.begin():
+        """A writing transaction: committed when the block ends, rolled back (nothing written) on any error.
+
+        SQLite has one writer: the transactions of this process queue here, in order, instead of all polling
+        for the database lock (SQLite's busy handler is not fair and can starve a writer under load).
+        """
+        async with self._writer_turn(), self._sessions() as session, session.begin():
             yield Tx(session, self)
+
+    def _writer_turn(self) -> AbstractAsyncContextManager[Any]:
+        return self._sqlite_writer if self._sqlite_writer is not None else nullcontext()
 
     async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         """Run ``work`` in one transaction; again after a deadlock; :class:`Busy` when a lock stays taken."""
@@ -148,11 +159,13 @@ class Store:
         return wanted - have
 
     async def save_specs(self, specs: Iterable[tuple[str, str, str]]) -> None:
+        """Store spec versions once; workers starting together may race, the first insert wins."""
+        rows = [{"process_key": k, "spec_version": v, "spec": s, "created_at": self.clock()} for k, v, s in specs]
+        if not rows:
+            return
+        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
         async with self.transaction() as tx:
-            for key, version, spec in specs:
-                if await tx.session.get(ProcessSpec, (key, version)) is None:
-                    tx.session.add(ProcessSpec(process_key=key, spec_version=version, spec=spec,
-                                               created_at=self.clock()))
+            await tx.session.execute(insert(ProcessSpec).on_conflict_do_nothing(), rows)
 
 
 class Tx:
