@@ -6,7 +6,7 @@ import asyncio
 import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from ..correlation import KeyValue
 from . import db
 from .models import MessageInstance, MessageKey, ProcessInstance, ProcessSpec, Subscription
+from .writer import WriterTurn, WriterTurnTimeout
 
 __all__ = ["Busy", "MessageFilter", "MessageInstance", "Page", "ProcessInstance", "Store", "Subscription", "Tx"]
 
@@ -97,10 +98,11 @@ class Store:
         self.clock = clock
         self.engine: AsyncEngine = db.create_engine(self.url, lock_timeout_seconds=lock_timeout_seconds)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._sqlite_writer: asyncio.Lock | None = None
+        self._writer_turn: WriterTurn | None = None
         if db.is_sqlite(self.engine):
             self.read_engine: AsyncEngine = db.create_engine(self.url, immediate=False)
-            self._sqlite_writer = asyncio.Lock()
+            self._writer_turn = WriterTurn(self.engine.url.database if self.engine.url.database not in (
+                None, "", ":memory:") else None, lock_timeout_seconds)
         else:
             self.read_engine = self.engine
         self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
@@ -113,6 +115,8 @@ class Store:
         await db.upgrade(self.engine)
 
     async def dispose(self) -> None:
+        if self._writer_turn is not None:
+            self._writer_turn.close()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
@@ -121,14 +125,11 @@ class Store:
     async def transaction(self) -> AsyncIterator[Tx]:
         """A writing transaction: committed when the block ends, rolled back (nothing written) on any error.
 
-        SQLite has one writer: the transactions of this process queue here, in order, instead of all polling
-        for the database lock (SQLite's busy handler is not fair and can starve a writer under load).
+        SQLite has one writer: writers take turns first (see :mod:`.writer`).
         """
-        async with self._writer_turn(), self._sessions() as session, session.begin():
+        turn = self._writer_turn() if self._writer_turn is not None else nullcontext()
+        async with turn, self._sessions() as session, session.begin():
             yield Tx(session, self)
-
-    def _writer_turn(self) -> AbstractAsyncContextManager[Any]:
-        return self._sqlite_writer if self._sqlite_writer is not None else nullcontext()
 
     async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         """Run ``work`` in one transaction; again after a deadlock; :class:`Busy` when a lock stays taken."""
@@ -136,6 +137,8 @@ class Store:
             try:
                 async with self.transaction() as tx:
                     return await work(tx)
+            except WriterTurnTimeout as exc:
+                raise Busy(str(exc)) from exc
             except DBAPIError as exc:
                 state = sqlstate(exc)
                 if state in RETRY_STATES and attempt < ATTEMPTS - 1:
