@@ -28,6 +28,9 @@ class Settings:
     retention_days: float | None = None  # None: keep finished messages forever
     sweep_interval_seconds: float = 1.0
     lock_timeout_seconds: float = 5.0  # how long a message waits for a busy instance before a 503
+    max_payload_bytes: int = 1024 * 1024
+    max_payload_depth: int = 32
+    api_keys: tuple[str, ...] = ()  # empty: no key needed
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> Settings:
@@ -48,7 +51,13 @@ class Settings:
         if max_ttl < 0:
             raise ConfigError(f"{PREFIX}MAX_TTL_SECONDS must be 0 or more")
         retention = get("RETENTION_DAYS")
+        keys = get("API_KEY", ())
+        if isinstance(keys, str):
+            keys = tuple(k.strip() for k in keys.split(",") if k.strip())
         return cls(
+            api_keys=tuple(str(k) for k in keys),
+            max_payload_bytes=int(_number("MAX_PAYLOAD_BYTES", get("MAX_PAYLOAD_BYTES", 1024 * 1024))),
+            max_payload_depth=int(_number("MAX_PAYLOAD_DEPTH", get("MAX_PAYLOAD_DEPTH", 32))),
             retention_days=_number("RETENTION_DAYS", retention) if retention is not None else None,
             lock_timeout_seconds=_number("LOCK_TIMEOUT_SECONDS", get("LOCK_TIMEOUT_SECONDS", 5.0)),
             sweep_interval_seconds=_number("SWEEP_INTERVAL_SECONDS", get("SWEEP_INTERVAL_SECONDS", 1.0)),

@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from quart import Quart, current_app
+from quart import Quart, Request, current_app
 from quart_schema import Info, QuartSchema
 
 from .api import create_blueprint
@@ -28,6 +28,7 @@ from .store import Store
 EXTENSION_KEY = "spiff_messages"
 log = logging.getLogger("quart_spiff_messages")
 Clock = Callable[[], float]
+Authorize = Callable[[Request, str], bool | Awaitable[bool]]
 
 
 @dataclass
@@ -36,6 +37,7 @@ class _AppState:
 
     settings: Settings
     clock: Clock
+    authorize: Authorize
     _router: Router | None = None
     _store: Store | None = None
     sweeper: asyncio.Task[None] | None = None
@@ -56,15 +58,22 @@ class _AppState:
 class SpiffMessages:
     """Mount message routing on a Quart app."""
 
-    def __init__(self, app: Quart | None = None, *, clock: Clock | None = None) -> None:
+    def __init__(self, app: Quart | None = None, *, clock: Clock | None = None,
+                 authorize: Authorize | None = None) -> None:
+        """``authorize(request, action)`` (optional, may be async) lets the host app allow or refuse (403) each
+        request; actions: send_message, cancel_message, list_messages, read_message_models, start_process,
+        read_process_instance, list_process_instances."""
         self.app = app
         self.clock: Clock = clock or time.time
+        self.authorize = authorize
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Quart) -> None:
         settings = Settings.from_mapping(app.config)
-        state = _AppState(settings=settings, clock=lambda: self.clock())
+        state = _AppState(settings=settings, clock=lambda: self.clock(),
+                          authorize=lambda request, action: self.authorize(request, action)
+                          if self.authorize is not None else True)
         app.extensions[EXTENSION_KEY] = state
         app.register_blueprint(create_blueprint(settings), url_prefix=settings.url_prefix or None)
         if settings.openapi and "QUART_SCHEMA" not in app.extensions:

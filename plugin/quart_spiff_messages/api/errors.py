@@ -31,7 +31,11 @@ def problem(status: int, error_code: str, message: str, **extra: Any) -> Respons
 
 
 async def on_api_error(exc: ApiError) -> Response:
-    return problem(exc.status, exc.error_code, exc.message, **exc.extra)
+    extra = dict(exc.extra)
+    headers = extra.pop("headers", {})
+    response = problem(exc.status, exc.error_code, exc.message, **extra)
+    response.headers.update(headers)
+    return response
 
 
 async def on_router_error(exc: RouterError) -> Response:

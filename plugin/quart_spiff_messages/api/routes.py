@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import inspect
 import json as stdjson
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -33,21 +35,84 @@ def _ok(body: Mapping[str, Any], status: int = 200) -> Response:
     return Response(json.dumps(body), status=status, content_type="application/json")
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of JSON data, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
 async def _json_object(what: str, required: bool = True) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 ``invalid_payload`` that says what is wrong."""
-    raw = await request.get_data()
+    """The request body as a JSON object: 413 beyond the size limit, 400 ``invalid_payload`` for anything else."""
+    settings: Settings = _state().settings
+    limit = settings.max_payload_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise errors.ApiError(413, "payload_too_large", f"the {what} is larger than {limit} bytes")
+    body = await request.get_data()
+    raw = body if isinstance(body, bytes) else body.encode()
+    if len(raw) > limit:
+        raise errors.ApiError(413, "payload_too_large", f"the {what} is larger than {limit} bytes")
     if not raw.strip():
         if required:
             raise errors.ApiError(400, "invalid_payload", f"the {what} must be a JSON object; the body is empty")
         return {}
     try:
-        value = stdjson.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        value = stdjson.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise errors.ApiError(400, "invalid_payload", f"the {what} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise errors.ApiError(400, "invalid_payload",
                               f"the {what} must be a JSON object, not {type(value).__name__}")
+    if _depth(value) > settings.max_payload_depth:
+        raise errors.ApiError(400, "invalid_payload",
+                              f"the {what} is nested deeper than {settings.max_payload_depth} levels")
     return value
+
+
+ACTIONS = {
+    "send_message": "send_message",
+    "cancel_message": "cancel_message",
+    "list_messages": "list_messages",
+    "search_messages": "list_messages",
+    "message_models": "read_message_models",
+    "start_process": "start_process",
+    "show_instance": "read_process_instance",
+    "list_instances": "list_process_instances",
+}
+
+
+def _presented_key() -> str | None:
+    key = request.headers.get("SpiffWorkflow-Api-Key")
+    if key:
+        return key
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def check_access(action: str) -> None:
+    """API key first (401), then the host app's ``authorize(request, action)`` hook (403)."""
+    state = _state()
+    keys: tuple[str, ...] = state.settings.api_keys
+    if keys:
+        presented = _presented_key()
+        if presented is None or not any(hmac.compare_digest(presented.encode(), k.encode()) for k in keys):
+            raise errors.ApiError(401, "unauthorized", "a valid API key is required (header SpiffWorkflow-Api-Key "
+                                  "or Authorization: Bearer)", headers={"WWW-Authenticate": "Bearer"})
+    allowed = state.authorize(request, action)
+    if inspect.isawaitable(allowed):
+        allowed = await allowed
+    if not allowed:
+        raise errors.ApiError(403, "forbidden", f"not allowed to {action.replace('_', ' ')}")
 
 
 def _query(model: type[M]) -> M:
@@ -96,6 +161,11 @@ def _outcome(outcome: Outcome) -> Response:
 def create_blueprint(settings: Settings) -> Blueprint:
     bp = Blueprint("spiff_messages", __name__)
     max_ttl = settings.max_ttl_seconds
+
+    @bp.before_request
+    async def _access() -> None:
+        endpoint = (request.endpoint or "").rpartition(".")[2]
+        await check_access(ACTIONS.get(endpoint, endpoint))
 
     @bp.post("/messages/<modified_message_name>")
     @document_request(schemas.Payload)
@@ -164,6 +234,10 @@ def create_blueprint(settings: Settings) -> Blueprint:
     @document_response(schemas.DeliveredOut, 201)
     async def start_process(modified_process_id: str) -> Response:
         """Start a process through its plain start event; the body is its initial data."""
+        try:
+            parse_modified_name(modified_process_id)
+        except InvalidName as exc:
+            raise errors.ApiError(400, "invalid_process_id", str(exc)) from exc
         data = await _json_object("initial data", required=False)
         outcome = await _state().router.start_process(modified_process_id, data)
         if outcome.kind == "process_error":
