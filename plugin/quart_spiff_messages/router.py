@@ -154,16 +154,19 @@ class Router:
 
         async def attempt(tx: Tx) -> Outcome:
             work.outbox.clear()
-            msg = await tx.add_message(name=scoped.name, scope=scoped.group, message_type="send",
-                                       status="running", payload=payload, message_instance_uuid=key)
+            # Written once, with its outcome (a delivery writes it earlier: the receive row points to it).
+            msg = tx.new_message(name=scoped.name, scope=scoped.group, message_type="send", status="running",
+                                 payload=payload, message_instance_uuid=key)
             outcome = await self._route(tx, msg, scoped, work)
             if outcome is None and ttl > 0:
                 tx.set_message(msg, status="ready", expires_at=tx.now + ttl)
+                await tx.persist(msg)
                 await tx.index_ready_message(msg, self._message_keys(scoped, payload))
                 return Outcome("buffered", msg)
             if outcome is None:
                 reason = self._refusal(scoped)
                 tx.set_message(msg, status="not_accepted", failure_cause=reason)
+                await tx.persist(msg)
                 return Outcome("not_accepted", msg, reason=reason)
             return outcome
 
@@ -356,10 +359,12 @@ class Router:
         if inst.failure is not None:
             status = "failed"
             cause = f"process instance {row.id} failed in {inst.failure.task}: {inst.failure.message}"
+        tx.set_message(msg, status=status, failure_cause=cause)
+        await tx.persist(msg)
         receive = await tx.add_message(name=msg.name, scope=msg.scope, message_type="receive", status=status,
                                        payload=None, correlation_keys=self.engine.correlations(inst),
                                        process_instance_id=row.id, counterpart_id=msg.id, failure_cause=cause)
-        tx.set_message(msg, status=status, counterpart_id=receive.id, failure_cause=cause)
+        tx.set_message(msg, counterpart_id=receive.id)
 
     async def _settle(self, tx: Tx, row: ProcessInstance, inst: Instance, work: _Work) -> None:
         """Index the instance's waits, hand it buffered messages that fit, queue what it threw, save it."""

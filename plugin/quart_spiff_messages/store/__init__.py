@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import and_, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -242,28 +242,30 @@ class Tx:
         return list(rows.scalars())
 
     async def sync_subscriptions(self, instance_id: int, group: str, waits: Sequence[WaitRow]) -> list[WaitRow]:
-        """Make the index say exactly ``waits``; unchanged waits keep their place in line. Returns the new ones."""
-        current = await self.subscriptions_of(instance_id)
+        """Make the index say exactly ``waits``; unchanged waits keep their row (their place in line).
 
-        def ident(task_id: str, name: str, key: str, dig: str) -> tuple[str, str, str, str]:
-            return (task_id, name, key, dig)
-
-        have = {ident(s.task_id, s.message_name, s.key_name, s.values_digest): s for s in current}
-        want = {ident(w.task_id, w.message_name, w.key.key if w.key else "", w.key.digest if w.key else ""): w
-                for w in waits}
-        stale = [s.id for k, s in have.items() if k not in want]
-        if stale:
-            await self.session.execute(delete(Subscription).where(Subscription.id.in_(stale)))
-        added = [w for k, w in want.items() if k not in have]
-        for w in added:
-            self.session.add(Subscription(
-                process_instance_id=instance_id, message_name=w.message_name, group_path=group_path(group),
-                key_name=w.key.key if w.key else "", values_digest=w.key.digest if w.key else "",
-                values_json=w.key.canonical if w.key else "", task_id=w.task_id, element_id=w.element_id,
-                created_at=self.now))
-        if added:
-            await self.session.flush()
-        return added
+        Two statements, no read: delete what is no longer wanted, insert the rest skipping rows that exist
+        (unique index), and learn from ``RETURNING`` which waits are new.
+        """
+        wanted = {(w.task_id, w.message_name, w.key.key if w.key else "", w.key.digest if w.key else ""): w
+                  for w in waits}
+        stale = delete(Subscription).where(Subscription.process_instance_id == instance_id)
+        if wanted:
+            stale = stale.where(tuple_(Subscription.task_id, Subscription.message_name, Subscription.key_name,
+                                       Subscription.values_digest).not_in(list(wanted)))
+        await self.session.execute(stale)
+        if not wanted:
+            return []
+        rows = [{"process_instance_id": instance_id, "message_name": w.message_name, "group_path": group_path(group),
+                 "key_name": k[2], "values_digest": k[3], "values_json": w.key.canonical if w.key else "",
+                 "task_id": w.task_id, "element_id": w.element_id, "created_at": self.now}
+                for k, w in wanted.items()]
+        insert = pg_insert if self.store.dialect == "postgresql" else sqlite_insert
+        stmt = (insert(Subscription).values(rows).on_conflict_do_nothing()
+                .returning(Subscription.task_id, Subscription.message_name, Subscription.key_name,
+                           Subscription.values_digest))
+        added = (await self.session.execute(stmt)).all()
+        return [wanted[(t, m, k, d)] for t, m, k, d in added]
 
     async def find_subscriptions(self, message_name: str, scope: str, keys: Sequence[tuple[str, str]],
                                  limit: int = 8) -> list[Subscription]:
@@ -281,14 +283,23 @@ class Tx:
                           correlation_keys: dict[str, Any] | None = None, process_instance_id: int | None = None,
                           counterpart_id: int | None = None, message_instance_uuid: str | None = None,
                           failure_cause: str | None = None, expires_at: float | None = None) -> MessageInstance:
-        row = MessageInstance(
+        row = self.new_message(
             name=name, scope=scope, message_type=message_type, status=status, payload=payload,
             correlation_keys=correlation_keys, process_instance_id=process_instance_id,
             counterpart_id=counterpart_id, message_instance_uuid=message_instance_uuid,
-            failure_cause=failure_cause, expires_at=expires_at, created_at=self.now, updated_at=self.now)
-        self.session.add(row)
-        await self.session.flush()
+            failure_cause=failure_cause, expires_at=expires_at)
+        await self.persist(row)
         return row
+
+    def new_message(self, **fields: Any) -> MessageInstance:
+        """A message row not written yet: the router fills in its outcome, then :meth:`persist` writes it once."""
+        return MessageInstance(**fields, created_at=self.now, updated_at=self.now)
+
+    async def persist(self, row: MessageInstance) -> None:
+        """Write a new row now (its id is needed); rows already written are saved at commit."""
+        if row.id is None:
+            self.session.add(row)
+            await self.session.flush()
 
     def set_message(self, row: MessageInstance, **changes: Any) -> None:
         for k, v in changes.items():

@@ -63,7 +63,11 @@ class Subscription(Base):
     element_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[float] = mapped_column(Double)
 
-    __table_args__ = (Index("ix_spiff_subscription_lookup", "message_name", "key_name", "values_digest", "id"),)
+    __table_args__ = (
+        Index("ix_spiff_subscription_lookup", "message_name", "key_name", "values_digest", "id"),
+        Index("ux_spiff_subscription_wait", "process_instance_id", "task_id", "message_name", "key_name",
+              "values_digest", unique=True),
+    )
 
 
 class MessageInstance(Base):
