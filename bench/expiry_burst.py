@@ -66,9 +66,9 @@ async def main() -> None:
                  "payload": {"order_id": f"gone-{i}"}, "message_instance_uuid": str(uuid.uuid4()),
                  "expires_at": now - 1, "created_at": now - 60, "updated_at": now - 60} for i in range(args.count)]
         t0 = time.perf_counter()
-        async with store.transaction() as tx:
-            for start in range(0, len(rows), 10_000):
-                await tx.session.execute(insert(MessageInstance), rows[start:start + 10_000])
+        for start in range(0, len(rows), 10_000):
+            chunk = rows[start:start + 10_000]
+            await store.run(lambda tx, chunk=chunk: tx.session.execute(insert(MessageInstance), chunk))
         print(f"seeded {args.count} expired messages in {time.perf_counter() - t0:.1f}s on {store.dialect}")
 
         before = await deliver(ext, "before", args.deliveries)

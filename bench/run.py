@@ -245,15 +245,16 @@ class Seeder:
         """One waiting instance per order id, SEED_CHUNK rows per executemany; returns the seconds it took."""
         if self.instance is None or self.subscription is None:
             raise RuntimeError("read_template first")
-        tpl, sub = self.instance, self.subscription
-        correlations = json.dumps(tpl["correlations"])
+        # Every column of the template rows but the id (and nulls, left to the database), with the order id
+        # replaced where it occurs: in the serialized state, the correlations and the subscription's key values.
+        tpl = {k: v for k, v in self.instance.items() if k != "id" and v is not None}
+        sub = {k: v for k, v in self.subscription.items() if k != "id" and v is not None}
+        state, correlations = tpl["state"], json.dumps(tpl["correlations"])
         started = time.perf_counter()
         for at in range(0, len(order_ids), SEED_CHUNK):
             chunk = order_ids[at:at + SEED_CHUNK]
             now = time.time()
-            rows = [{"process_key": tpl["process_key"], "process_id": tpl["process_id"],
-                     "process_group": tpl["process_group"], "spec_version": tpl["spec_version"],
-                     "status": "waiting", "state": tpl["state"].replace(TEMPLATE_ID, oid),
+            rows = [{**tpl, "state": state.replace(TEMPLATE_ID, oid),
                      "correlations": json.loads(correlations.replace(TEMPLATE_ID, oid)),
                      "created_at": now, "updated_at": now} for oid in chunk]
             async with self.engine.begin() as conn:
@@ -262,10 +263,8 @@ class Seeder:
                 subs = []
                 for oid, instance_id in zip(chunk, ids, strict=True):
                     kv = expected_key_value("order_key", {"order_id": oid})
-                    subs.append({"process_instance_id": instance_id, "message_name": "payment_received",
-                                 "group_path": "/", "key_name": "order_key", "values_digest": kv.digest,
-                                 "values_json": kv.canonical, "task_id": sub["task_id"],
-                                 "element_id": sub["element_id"], "created_at": now})
+                    subs.append({**sub, "process_instance_id": instance_id, "values_digest": kv.digest,
+                                 "values_json": kv.canonical, "created_at": now})
                 await conn.execute(insert(SUBSCRIPTIONS), subs)
         return time.perf_counter() - started
 
@@ -756,11 +755,17 @@ def latency(args: argparse.Namespace, counts: list[int], folder: Path, loop: asy
 def main() -> int:
     args = parse_args()
     began = time.monotonic()
+    # The servers get their settings from the command line and the defaults only: no inherited API key, TTL...
+    inherited = sorted(k for k in os.environ if k.startswith("SPIFF_MESSAGES_"))
+    for name in inherited:
+        del os.environ[name]
     info = machine_info()
     say(f"date     {info['date']}")
     say(f"machine  {info['machine']}, {info['cpu']}, {info['cpus']} CPUs")
     say(f"python   {info['python']}, SpiffWorkflow {info['spiffworkflow']}")
     say(f"code     {info['code']}")
+    if inherited:
+        say(f"ignored  {', '.join(inherited)} (the servers run with their defaults)")
     counts = [w for w in WAITER_COUNTS if w < args.max_waiting] + [args.max_waiting]
     say(f"settings {args.requests} timed requests per latency scenario, W in {', '.join(f'{w:,}' for w in counts)};"
         f" {args.throughput_requests} per throughput run, {args.clients} clients; "

@@ -99,8 +99,8 @@ async def test_delivered_to_an_instance_reached_by_a_thrown_message(ext: SpiffMe
     await ext.send_message("pong", {"key": "K", "n": 2}, ttl=60, message_instance_uuid=u())
     await ext.start_process("ping_sender", {"key": "K", "n": 1})  # throws ping: reaches two_step
     assert started.instance
-    async with ext.router.store.reader() as tx:
-        row = await tx.instance(started.instance.id)
+    instance_id = started.instance.id
+    row = await ext.router.store.read(lambda tx: tx.instance(instance_id))
     assert row and row.status == "complete"
 
 

@@ -73,6 +73,6 @@ async def test_thrown_message_reaches_a_waiting_instance_at_once(ext: SpiffMessa
     keyed = await ext.start_process("keyed_ping_waiter", {"key": "K"})
     await ext.start_process("ping_sender", {"key": "K", "n": 5})
     assert keyed.instance
-    async with ext.router.store.reader() as tx:
-        row = await tx.instance(keyed.instance.id)
+    instance_id = keyed.instance.id
+    row = await ext.router.store.read(lambda tx: tx.instance(instance_id))
     assert row and row.status == "complete"

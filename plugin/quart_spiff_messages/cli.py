@@ -87,17 +87,20 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(database_url: str, revision: str) -> None:
     """Apply the schema migrations (serve also does this at start-up)."""
-    from .store import db as dbmod
-
-    async def go() -> None:
-        engine = dbmod.create_engine(database_url)
-        try:
-            await dbmod.upgrade(engine, revision)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(go())
+    asyncio.run(_upgrade(database_url, revision))
     click.echo(f"database {_safe(database_url)} is at {revision}")
+
+
+async def _upgrade(database_url: str, revision: str) -> None:
+    import time
+
+    from .store import Store
+
+    store = Store(database_url, time.time)
+    try:
+        await store.upgrade(revision)
+    finally:
+        await store.dispose()
 
 
 @click.group("spiff-messages")
@@ -111,16 +114,6 @@ def app_db_upgrade() -> None:
     """Apply the schema migrations to the app's SPIFF_MESSAGES_DATABASE_URL."""
     from quart import current_app
 
-    from .store import db as dbmod
-
     settings = Settings.from_mapping(current_app.config)
-
-    async def go() -> None:
-        engine = dbmod.create_engine(settings.database_url)
-        try:
-            await dbmod.upgrade(engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(go())
+    asyncio.run(_upgrade(settings.database_url, "head"))
     click.echo("database upgraded")

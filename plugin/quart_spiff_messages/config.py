@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 PREFIX = "SPIFF_MESSAGES_"
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///spiff_messages.db"
+DEFAULT_DATABASE_URL = "sqlite:///spiff_messages.db"
 
 
 class ConfigError(ValueError):

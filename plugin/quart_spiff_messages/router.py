@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -152,21 +152,21 @@ class Router:
                 return replay
         work = _Work([])
 
-        async def attempt(tx: Tx) -> Outcome:
+        def attempt(tx: Tx) -> Outcome:
             work.outbox.clear()
             # Written once, with its outcome (a delivery writes it earlier: the receive row points to it).
             msg = tx.new_message(name=scoped.name, scope=scoped.group, message_type="send", status="running",
                                  payload=payload, message_instance_uuid=key)
-            outcome = await self._route(tx, msg, scoped, work)
+            outcome = self._route(tx, msg, scoped, work)
             if outcome is None and ttl > 0:
                 tx.set_message(msg, status="ready", expires_at=tx.now + ttl)
-                await tx.persist(msg)
-                await tx.index_ready_message(msg, self._message_keys(scoped, payload))
+                tx.persist(msg)
+                tx.index_ready_message(msg, self._message_keys(scoped, payload))
                 return Outcome("buffered", msg)
             if outcome is None:
                 reason = self._refusal(scoped)
                 tx.set_message(msg, status="not_accepted", failure_cause=reason)
-                await tx.persist(msg)
+                tx.persist(msg)
                 return Outcome("not_accepted", msg, reason=reason)
             return outcome
 
@@ -181,7 +181,7 @@ class Router:
         await self._flush(work)
         return outcome
 
-    async def _run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+    async def _run(self, work: Callable[[Tx], T]) -> T:
         try:
             return await self.store.run(work)
         except Busy as exc:
@@ -192,42 +192,45 @@ class Router:
 
     async def _replay(self, key: str, scoped: ScopedName, payload: dict[str, Any]) -> Outcome | None:
         """The stored outcome of the message sent earlier with this key, or None if there is none."""
-        async with self.store.reader() as tx:
-            msg = await tx.message_by_uuid(key)
-            if msg is None:
-                return None
-            if (msg.name, msg.scope) != (scoped.name, scoped.group) or not _same_payload(msg.payload, payload):
-                raise MessageInstanceUuidConflict(
-                    "A message with the same message_instance_uuid already exists for a different message or "
-                    "payload.", message_instance_id=msg.id)
-            if msg.status in ("completed", "failed") and msg.counterpart_id is not None:
-                receive = await tx.message(msg.counterpart_id)
-                row = await tx.instance(receive.process_instance_id) if receive and receive.process_instance_id \
-                    else None
-                if row is not None:
-                    inst = self.engine.load(row.state, await self._entry(tx, row))
-                    if msg.status == "failed":
-                        return Outcome("process_error", msg, row, self.engine.task_data(inst), error=row.error,
-                                       replayed=True)
-                    return Outcome("delivered", msg, row, self.engine.task_data(inst), replayed=True)
-            if msg.status == "not_accepted":
-                return Outcome("not_accepted", msg, reason=msg.failure_cause, replayed=True)
-            return Outcome("buffered", msg, replayed=True)
+        return await self.store.read(lambda tx: self._stored_outcome(tx, key, scoped, payload))
+
+    def _stored_outcome(self, tx: Tx, key: str, scoped: ScopedName, payload: dict[str, Any]) -> Outcome | None:
+        """The outcome stored for ``key``; a conflict when it was another message or payload."""
+        msg = tx.message_by_uuid(key)
+        if msg is None:
+            return None
+        if (msg.name, msg.scope) != (scoped.name, scoped.group) or not _same_payload(msg.payload, payload):
+            raise MessageInstanceUuidConflict(
+                "A message with the same message_instance_uuid already exists for a different message or "
+                "payload.", message_instance_id=msg.id)
+        if msg.status in ("completed", "failed") and msg.counterpart_id is not None:
+            receive = tx.message(msg.counterpart_id)
+            row = tx.instance(receive.process_instance_id) if receive and receive.process_instance_id \
+                else None
+            if row is not None:
+                inst = self.engine.load(row.state, self._entry(tx, row))
+                if msg.status == "failed":
+                    return Outcome("process_error", msg, row, self.engine.task_data(inst), error=row.error,
+                                   replayed=True)
+                return Outcome("delivered", msg, row, self.engine.task_data(inst), replayed=True)
+        if msg.status == "not_accepted":
+            return Outcome("not_accepted", msg, reason=msg.failure_cause, replayed=True)
+        return Outcome("buffered", msg, replayed=True)
 
     async def cancel_message(self, message_instance_uuid: str) -> MessageInstance:
         """Cancel a buffered message; cancelling a cancelled one is a no-op, a delivered one a 409."""
         key = normalize_uuid(message_instance_uuid)
 
-        async def attempt(tx: Tx) -> MessageInstance:
-            msg = await tx.message_by_uuid(key)
+        def attempt(tx: Tx) -> MessageInstance:
+            msg = tx.message_by_uuid(key)
             if msg is None:
                 raise MessageNotFound(f"no message with message_instance_uuid {key}")
             if msg.status == "ready":
-                if await tx.claim_message(msg.id) is not None:
+                if tx.claim_message(msg.id) is not None:
                     tx.set_message(msg, status="cancelled", failure_cause="cancelled by request")
-                    await tx.drop_message_keys(msg.id)
+                    tx.drop_message_keys(msg.id)
                     return msg
-                await tx.session.refresh(msg)  # someone else took it meanwhile
+                tx.session.refresh(msg)  # someone else took it meanwhile
             if msg.status != "cancelled":
                 raise MessageNotCancellable(
                     f"message {msg.id} is {msg.status}; only a buffered (ready) message can be cancelled",
@@ -266,12 +269,12 @@ class Router:
                 f"process {key!r} has no plain start event; it starts when one of its start messages is sent")
         work = _Work([])
 
-        async def attempt(tx: Tx) -> Outcome:
+        def attempt(tx: Tx) -> Outcome:
             work.outbox.clear()
             inst = self.engine.new_instance(entry, data)
-            row = await tx.add_instance(process_key=entry.key, process_id=entry.process_id, group=entry.group,
+            row = tx.add_instance(process_key=entry.key, process_id=entry.process_id, group=entry.group,
                                         spec_version=entry.spec_version)
-            await self._settle(tx, row, inst, work)
+            self._settle(tx, row, inst, work)
             return self._result("started", None, row, inst)
 
         outcome = await self._run(attempt)
@@ -280,30 +283,33 @@ class Router:
 
     async def instance_view(self, instance_id: int) -> tuple[ProcessInstance, dict[str, Any], list[dict[str, Any]]]:
         """An instance with its current data and what it waits for (read from its state, not the index)."""
-        async with self.store.reader() as tx:
-            row = await tx.instance(instance_id)
+
+        def view(tx: Tx) -> tuple[ProcessInstance, dict[str, Any], list[dict[str, Any]]]:
+            row = tx.instance(instance_id)
             if row is None:
                 raise InstanceNotFound(f"no process instance {instance_id}")
-            inst = self.engine.load(row.state, await self._entry(tx, row))
-        return row, self.engine.task_data(inst), [w.as_json() for w in self.engine.waits(inst)]
+            inst = self.engine.load(row.state, self._entry(tx, row))
+            return row, self.engine.task_data(inst), [w.as_json() for w in self.engine.waits(inst)]
+
+        return await self.store.read(view)
 
     # -- routing ------------------------------------------------------------------------------------------------
-    async def _route(self, tx: Tx, msg: MessageInstance, scoped: ScopedName, work: _Work) -> Outcome | None:
+    def _route(self, tx: Tx, msg: MessageInstance, scoped: ScopedName, work: _Work) -> Outcome | None:
         payload: Mapping[str, Any] = msg.payload if isinstance(msg.payload, Mapping) else {}
         keys = self._message_keys(scoped, payload)
         tx.set_message(msg, correlation_keys={kv.key: dict(kv.values) for kv in keys} or None)
         pairs = sorted({(kv.key, kv.digest) for kv in keys})
-        await tx.lock_keys(exclusive=[_lock_key(scoped.name, k, d) for k, d in pairs],
+        tx.lock_keys(exclusive=[_lock_key(scoped.name, k, d) for k, d in pairs],
                            shared=[_lock_key(scoped.name)])
-        for sub in await tx.find_subscriptions(scoped.name, scoped.group, pairs):
-            row = await tx.lock_instance(sub.process_instance_id)
+        for sub in tx.find_subscriptions(scoped.name, scoped.group, pairs):
+            row = tx.lock_instance(sub.process_instance_id)
             if row is None or row.status in ("complete", "error"):
                 continue
-            inst = self.engine.load(row.state, await self._entry(tx, row))
+            inst = self.engine.load(row.state, self._entry(tx, row))
             if not self.engine.deliver(inst, scoped.name, payload):
                 continue  # the index said yes, SpiffWorkflow said no (e.g. another catch shape): next candidate
-            await self._received(tx, msg, row, inst)
-            await self._settle(tx, row, inst, work)
+            self._received(tx, msg, row, inst)
+            self._settle(tx, row, inst, work)
             return self._result("delivered", msg, row, inst)
 
         start = self._pick_start(scoped)
@@ -311,10 +317,10 @@ class Router:
             entry = self.catalog.processes[start.process_key]
             started = self.engine.start_by_message(entry, start, payload)
             if started is not None:
-                row = await tx.add_instance(process_key=entry.key, process_id=entry.process_id,
+                row = tx.add_instance(process_key=entry.key, process_id=entry.process_id,
                                             group=entry.group, spec_version=entry.spec_version)
-                await self._received(tx, msg, row, started)
-                await self._settle(tx, row, started, work)
+                self._received(tx, msg, row, started)
+                self._settle(tx, row, started, work)
                 return self._result("started", msg, row, started)
         return None
 
@@ -353,47 +359,47 @@ class Router:
         return (f"No waiting process instance{where} correlates with message {scoped.name!r}, and no Message "
                 f"Start Event{where} starts on it.")
 
-    async def _received(self, tx: Tx, msg: MessageInstance, row: ProcessInstance, inst: Instance) -> None:
+    def _received(self, tx: Tx, msg: MessageInstance, row: ProcessInstance, inst: Instance) -> None:
         """Record the delivery: a ``receive`` row for the instance, both rows ``completed`` (or ``failed``)."""
         status, cause = "completed", None
         if inst.failure is not None:
             status = "failed"
             cause = f"process instance {row.id} failed in {inst.failure.task}: {inst.failure.message}"
         tx.set_message(msg, status=status, failure_cause=cause)
-        await tx.persist(msg)
-        receive = await tx.add_message(name=msg.name, scope=msg.scope, message_type="receive", status=status,
+        tx.persist(msg)
+        receive = tx.add_message(name=msg.name, scope=msg.scope, message_type="receive", status=status,
                                        payload=None, correlation_keys=self.engine.correlations(inst),
                                        process_instance_id=row.id, counterpart_id=msg.id, failure_cause=cause)
         tx.set_message(msg, counterpart_id=receive.id)
 
-    async def _settle(self, tx: Tx, row: ProcessInstance, inst: Instance, work: _Work) -> None:
+    def _settle(self, tx: Tx, row: ProcessInstance, inst: Instance, work: _Work) -> None:
         """Index the instance's waits, hand it buffered messages that fit, queue what it threw, save it."""
         for _ in range(MAX_CHAINED_DELIVERIES):
             for thrown in self.engine.drain(inst):
-                out = await tx.add_message(name=thrown.message_name, scope="", message_type="send", status="ready",
+                out = tx.add_message(name=thrown.message_name, scope="", message_type="send", status="ready",
                                            payload=thrown.payload, correlation_keys=thrown.correlations or None,
                                            process_instance_id=row.id)
                 work.outbox.append(out.id)
-            added = await tx.sync_subscriptions(row.id, row.process_group, self._wait_rows(inst))
-            if not added or not await self._take_buffered(tx, row, inst, added):
+            added = tx.sync_subscriptions(row.id, row.process_group, self._wait_rows(inst))
+            if not added or not self._take_buffered(tx, row, inst, added):
                 break
         failure = inst.failure
         tx.save_instance(row, state=self.engine.dump(inst), status=self.engine.status(inst),
                          correlations=self.engine.correlations(inst),
                          error=failure.as_json() if failure else None)
 
-    async def _take_buffered(self, tx: Tx, row: ProcessInstance, inst: Instance, added: Sequence[_WaitRow]) -> bool:
+    def _take_buffered(self, tx: Tx, row: ProcessInstance, inst: Instance, added: Sequence[_WaitRow]) -> bool:
         """Deliver the oldest ready message that one of the new waits accepts; True if one was delivered."""
-        await tx.lock_keys(exclusive=[_lock_key(w.message_name, w.key.key, w.key.digest) if w.key
+        tx.lock_keys(exclusive=[_lock_key(w.message_name, w.key.key, w.key.digest) if w.key
                                       else _lock_key(w.message_name) for w in added])
-        for cand in await tx.ready_messages_for(row.process_group, added):
-            claimed = await tx.claim_message(cand.id)
+        for cand in tx.ready_messages_for(row.process_group, added):
+            claimed = tx.claim_message(cand.id)
             if claimed is None:
                 continue
             payload = claimed.payload if isinstance(claimed.payload, Mapping) else {}
             if self.engine.deliver(inst, claimed.name, payload):
-                await self._received(tx, claimed, row, inst)
-                await tx.drop_message_keys(claimed.id)
+                self._received(tx, claimed, row, inst)
+                tx.drop_message_keys(claimed.id)
                 return True
             tx.set_message(claimed, status="ready")
         return False
@@ -415,16 +421,16 @@ class Router:
             message_id = queue.popleft()
             more = _Work([])
 
-            async def attempt(tx: Tx, message_id: int = message_id, more: _Work = more) -> None:
+            def attempt(tx: Tx, message_id: int = message_id, more: _Work = more) -> None:
                 more.outbox.clear()
-                msg = await tx.claim_message(message_id)
+                msg = tx.claim_message(message_id)
                 if msg is None:
                     return
-                outcome = await self._route(tx, msg, ScopedName(msg.scope, msg.name), more)
+                outcome = self._route(tx, msg, ScopedName(msg.scope, msg.name), more)
                 if outcome is None:  # nobody wants it yet: keep it for the first receiver that comes to wait
                     tx.set_message(msg, status="ready")
                     payload = msg.payload if isinstance(msg.payload, Mapping) else {}
-                    await tx.index_ready_message(msg, self._message_keys(ScopedName(msg.scope, msg.name), payload))
+                    tx.index_ready_message(msg, self._message_keys(ScopedName(msg.scope, msg.name), payload))
 
             try:
                 await self.store.run(attempt)
@@ -435,20 +441,19 @@ class Router:
 
     async def recover(self) -> int:
         """Route messages processes threw before a crash cut their request short (at start-up; CAS-safe)."""
-        async with self.store.reader() as tx:
-            pending = await tx.unrouted_thrown_messages()
+        pending = await self.store.read(lambda tx: tx.unrouted_thrown_messages())
         await self._flush(_Work(pending))
         return len(pending)
 
     # -- helpers ------------------------------------------------------------------------------------------------
-    async def _entry(self, tx: Tx, row: ProcessInstance) -> ProcessEntry:
+    def _entry(self, tx: Tx, row: ProcessInstance) -> ProcessEntry:
         """The spec the instance started on: the catalog's if unchanged, else the stored version."""
         entry = self.catalog.process(row.process_key)
         if entry is not None and entry.spec_version == row.spec_version:
             return entry
         cache_key = (row.process_key, row.spec_version)
         if cache_key not in self._old_specs:
-            spec_json = await tx.spec(row.process_key, row.spec_version)
+            spec_json = tx.spec(row.process_key, row.spec_version)
             if spec_json is None:
                 raise RuntimeError(f"spec {row.process_key}@{row.spec_version} of instance {row.id} is gone")
             self._old_specs[cache_key] = self.engine.load_spec(

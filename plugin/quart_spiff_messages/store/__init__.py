@@ -5,21 +5,22 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager, nullcontext
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from ..correlation import KeyValue
 from . import db
 from .models import MessageInstance, MessageKey, ProcessInstance, ProcessSpec, Subscription
-from .writer import WriterTurn, WriterTurnTimeout
+from .sqlite import SqliteStore
 
 __all__ = ["Busy", "MessageFilter", "MessageInstance", "Page", "ProcessInstance", "Store", "Subscription", "Tx"]
 
@@ -93,52 +94,58 @@ class Page:
 
 
 class Store:
+    """Runs the router's work in transactions.
+
+    The router's work is plain (synchronous) code on a SQLAlchemy ``Session``. On PostgreSQL it runs on the event
+    loop through the asyncio engine (asyncpg; ``AsyncSession.run_sync``). On SQLite a whole transaction runs in one
+    writer thread of its own with the standard ``sqlite3`` driver: a statement there costs microseconds, where
+    a hop to aiosqlite's thread costs about 100 µs and SQLAlchemy's asyncio bridge 200 µs more, per statement.
+    """
+
     def __init__(self, url: str, clock: Clock, lock_timeout_seconds: float = 5.0) -> None:
-        self.url = db.async_url(url)
+        self.url = db.normalize_url(url)
         self.clock = clock
-        self.engine: AsyncEngine = db.create_engine(self.url, lock_timeout_seconds=lock_timeout_seconds)
-        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._writer_turn: WriterTurn | None = None
-        if db.is_sqlite(self.engine):
-            self.read_engine: AsyncEngine = db.create_engine(self.url, immediate=False)
-            self._writer_turn = WriterTurn(self.engine.url.database if self.engine.url.database not in (
-                None, "", ":memory:") else None, lock_timeout_seconds)
+        self.dialect = make_url(self.url).get_backend_name()
+        self._pg: async_sessionmaker[AsyncSession] | None = None
+        self._sqlite: SqliteStore | None = None
+        if self.dialect == "sqlite":
+            self._sqlite = SqliteStore(self.url, lock_timeout_seconds)
         else:
-            self.read_engine = self.engine
-        self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+            self.engine: AsyncEngine = db.create_engine(self.url, lock_timeout_seconds=lock_timeout_seconds)
+            self._pg = async_sessionmaker(self.engine, expire_on_commit=False)
 
-    @property
-    def dialect(self) -> str:
-        return self.engine.dialect.name
-
-    async def upgrade(self) -> None:
-        await db.upgrade(self.engine)
+    async def upgrade(self, revision: str = "head") -> None:
+        """Apply the Alembic migrations (workers starting together take turns)."""
+        if self._sqlite is not None:
+            await asyncio.to_thread(self._sqlite.upgrade, revision)
+        else:
+            await db.upgrade(self.engine, revision)
 
     async def dispose(self) -> None:
-        if self._writer_turn is not None:
-            self._writer_turn.close()
-        await self.engine.dispose()
-        if self.read_engine is not self.engine:
-            await self.read_engine.dispose()
+        if self._sqlite is not None:
+            self._sqlite.close()
+        else:
+            await self.engine.dispose()
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
-        """A writing transaction: committed when the block ends, rolled back (nothing written) on any error.
+    async def _once(self, work: Callable[[Tx], T], write: bool) -> T:
+        if self._sqlite is not None:
+            sqlite = self._sqlite
+            if write:
+                return await asyncio.get_running_loop().run_in_executor(
+                    sqlite.writer, lambda: sqlite.write(lambda session: work(Tx(session, self))))
+            return await asyncio.to_thread(sqlite.read, lambda session: work(Tx(session, self)))
+        assert self._pg is not None
+        async with self._pg() as session, session.begin():
+            return await session.run_sync(lambda sync_session: work(Tx(sync_session, self)))
 
-        SQLite has one writer: writers take turns first (see :mod:`.writer`).
+    async def run(self, work: Callable[[Tx], T]) -> T:
+        """Run ``work`` in one writing transaction: all of it is committed, or nothing.
+
+        Again after a deadlock or serialization failure; :class:`Busy` when a lock stays taken too long.
         """
-        turn = self._writer_turn() if self._writer_turn is not None else nullcontext()
-        async with turn, self._sessions() as session, session.begin():
-            yield Tx(session, self)
-
-    async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
-        """Run ``work`` in one transaction; again after a deadlock; :class:`Busy` when a lock stays taken."""
         for attempt in range(ATTEMPTS):
             try:
-                async with self.transaction() as tx:
-                    return await work(tx)
-            except WriterTurnTimeout as exc:
-                raise Busy(str(exc)) from exc
+                return await self._once(work, write=True)
             except DBAPIError as exc:
                 state = sqlstate(exc)
                 if state in RETRY_STATES and attempt < ATTEMPTS - 1:
@@ -149,17 +156,16 @@ class Store:
                 raise
         raise AssertionError("unreachable")
 
-    @asynccontextmanager
-    async def reader(self) -> AsyncIterator[Tx]:
-        async with self._read_sessions() as session, session.begin():
-            yield Tx(session, self)
+    async def read(self, work: Callable[[Tx], T]) -> T:
+        """Run ``work`` in a reading transaction (on SQLite it never waits for writers)."""
+        return await self._once(work, write=False)
 
     async def missing_specs(self, versions: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        wanted = set(versions)
-        async with self.reader() as tx:
-            rows = await tx.session.execute(select(ProcessSpec.process_key, ProcessSpec.spec_version))
-            have = {(k, v) for k, v in rows}
-        return wanted - have
+        def have(tx: Tx) -> set[tuple[str, str]]:
+            rows = tx.session.execute(select(ProcessSpec.process_key, ProcessSpec.spec_version))
+            return {(k, v) for k, v in rows}
+
+        return set(versions) - await self.read(have)
 
     async def save_specs(self, specs: Iterable[tuple[str, str, str]]) -> None:
         """Store spec versions once; workers starting together may race, the first insert wins."""
@@ -167,20 +173,19 @@ class Store:
         if not rows:
             return
         insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-        async with self.transaction() as tx:
-            await tx.session.execute(insert(ProcessSpec).on_conflict_do_nothing(), rows)
+        await self.run(lambda tx: tx.session.execute(insert(ProcessSpec).on_conflict_do_nothing(), rows))
 
 
 class Tx:
     """Queries inside one transaction."""
 
-    def __init__(self, session: AsyncSession, store: Store) -> None:
+    def __init__(self, session: Session, store: Store) -> None:
         self.session = session
         self.store = store
         self.now = store.clock()
 
     # -- locks ----------------------------------------------------------------------------------------------------
-    async def lock_keys(self, exclusive: Iterable[str], shared: Iterable[str] = ()) -> None:
+    def lock_keys(self, exclusive: Iterable[str], shared: Iterable[str] = ()) -> None:
         """Transaction-scoped advisory locks (PostgreSQL; SQLite's single writer already serializes).
 
         A message and a receiver that come at the same moment lock the same correlation key, so one of them
@@ -191,32 +196,32 @@ class Tx:
         wanted = sorted({(k, True) for k in exclusive} | {(k, False) for k in shared} - {(k, False) for k in exclusive})
         for key, excl in wanted:
             fn = "pg_advisory_xact_lock" if excl else "pg_advisory_xact_lock_shared"
-            await self.session.execute(text(f"SELECT {fn}(hashtextextended(:k, 0))"), {"k": key})
+            self.session.execute(text(f"SELECT {fn}(hashtextextended(:k, 0))"), {"k": key})
 
     # -- specs --------------------------------------------------------------------------------------------------
-    async def spec(self, process_key: str, version: str) -> str | None:
-        row = await self.session.get(ProcessSpec, (process_key, version))
+    def spec(self, process_key: str, version: str) -> str | None:
+        row = self.session.get(ProcessSpec, (process_key, version))
         return row.spec if row else None
 
     # -- process instances --------------------------------------------------------------------------------------
-    async def add_instance(self, *, process_key: str, process_id: str, group: str,
+    def add_instance(self, *, process_key: str, process_id: str, group: str,
                            spec_version: str) -> ProcessInstance:
         row = ProcessInstance(process_key=process_key, process_id=process_id, process_group=group,
                               spec_version=spec_version, status="waiting", state="{}", correlations={},
                               created_at=self.now, updated_at=self.now)
         self.session.add(row)
-        await self.session.flush()
+        self.session.flush()
         return row
 
-    async def lock_instance(self, instance_id: int) -> ProcessInstance | None:
+    def lock_instance(self, instance_id: int) -> ProcessInstance | None:
         """The instance row, locked until commit (PostgreSQL; SQLite's writer lock already covers it)."""
         stmt = select(ProcessInstance).where(ProcessInstance.id == instance_id)
         if self.store.dialect == "postgresql":
             stmt = stmt.with_for_update()
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+        return (self.session.execute(stmt)).scalar_one_or_none()
 
-    async def instance(self, instance_id: int) -> ProcessInstance | None:
-        return await self.session.get(ProcessInstance, instance_id)
+    def instance(self, instance_id: int) -> ProcessInstance | None:
+        return self.session.get(ProcessInstance, instance_id)
 
     def save_instance(self, row: ProcessInstance, *, state: str, status: str, correlations: dict[str, Any],
                       error: dict[str, Any] | None) -> None:
@@ -226,22 +231,22 @@ class Tx:
         row.error = error
         row.updated_at = self.now
 
-    async def list_instances(self, *, status: str | None, process_key: str | None, page: int,
+    def list_instances(self, *, status: str | None, process_key: str | None, page: int,
                              per_page: int) -> Page:
         cond = []
         if status:
             cond.append(ProcessInstance.status == status)
         if process_key:
             cond.append(ProcessInstance.process_key == process_key)
-        return await self._page(ProcessInstance, cond, [ProcessInstance.id.desc()], page, per_page)
+        return self._page(ProcessInstance, cond, [ProcessInstance.id.desc()], page, per_page)
 
     # -- subscriptions ------------------------------------------------------------------------------------------
-    async def subscriptions_of(self, instance_id: int) -> list[Subscription]:
-        rows = await self.session.execute(
+    def subscriptions_of(self, instance_id: int) -> list[Subscription]:
+        rows = self.session.execute(
             select(Subscription).where(Subscription.process_instance_id == instance_id).order_by(Subscription.id))
         return list(rows.scalars())
 
-    async def sync_subscriptions(self, instance_id: int, group: str, waits: Sequence[WaitRow]) -> list[WaitRow]:
+    def sync_subscriptions(self, instance_id: int, group: str, waits: Sequence[WaitRow]) -> list[WaitRow]:
         """Make the index say exactly ``waits``; unchanged waits keep their row (their place in line).
 
         Two statements, no read: delete what is no longer wanted, insert the rest skipping rows that exist
@@ -253,7 +258,7 @@ class Tx:
         if wanted:
             stale = stale.where(tuple_(Subscription.task_id, Subscription.message_name, Subscription.key_name,
                                        Subscription.values_digest).not_in(list(wanted)))
-        await self.session.execute(stale)
+        self.session.execute(stale)
         if not wanted:
             return []
         rows = [{"process_instance_id": instance_id, "message_name": w.message_name, "group_path": group_path(group),
@@ -264,10 +269,10 @@ class Tx:
         stmt = (insert(Subscription).values(rows).on_conflict_do_nothing()
                 .returning(Subscription.task_id, Subscription.message_name, Subscription.key_name,
                            Subscription.values_digest))
-        added = (await self.session.execute(stmt)).all()
+        added = (self.session.execute(stmt)).all()
         return [wanted[(t, m, k, d)] for t, m, k, d in added]
 
-    async def find_subscriptions(self, message_name: str, scope: str, keys: Sequence[tuple[str, str]],
+    def find_subscriptions(self, message_name: str, scope: str, keys: Sequence[tuple[str, str]],
                                  limit: int = 8) -> list[Subscription]:
         """Waiting instances for a message: exact key matches first, then accept-any waits, oldest first."""
         wanted = [and_(Subscription.key_name == k, Subscription.values_digest == d) for k, d in keys]
@@ -276,10 +281,10 @@ class Tx:
         if scope:
             stmt = stmt.where(Subscription.group_path.startswith(group_path(scope), autoescape=True))
         stmt = stmt.order_by((Subscription.key_name == "").asc(), Subscription.id).limit(limit)
-        return list((await self.session.execute(stmt)).scalars())
+        return list((self.session.execute(stmt)).scalars())
 
     # -- message instances --------------------------------------------------------------------------------------
-    async def add_message(self, *, name: str, scope: str, message_type: str, status: str, payload: Any,
+    def add_message(self, *, name: str, scope: str, message_type: str, status: str, payload: Any,
                           correlation_keys: dict[str, Any] | None = None, process_instance_id: int | None = None,
                           counterpart_id: int | None = None, message_instance_uuid: str | None = None,
                           failure_cause: str | None = None, expires_at: float | None = None) -> MessageInstance:
@@ -288,91 +293,91 @@ class Tx:
             correlation_keys=correlation_keys, process_instance_id=process_instance_id,
             counterpart_id=counterpart_id, message_instance_uuid=message_instance_uuid,
             failure_cause=failure_cause, expires_at=expires_at)
-        await self.persist(row)
+        self.persist(row)
         return row
 
     def new_message(self, **fields: Any) -> MessageInstance:
         """A message row not written yet: the router fills in its outcome, then :meth:`persist` writes it once."""
         return MessageInstance(**fields, created_at=self.now, updated_at=self.now)
 
-    async def persist(self, row: MessageInstance) -> None:
+    def persist(self, row: MessageInstance) -> None:
         """Write a new row now (its id is needed); rows already written are saved at commit."""
         if row.id is None:
             self.session.add(row)
-            await self.session.flush()
+            self.session.flush()
 
     def set_message(self, row: MessageInstance, **changes: Any) -> None:
         for k, v in changes.items():
             setattr(row, k, v)
         row.updated_at = self.now
 
-    async def message(self, message_id: int) -> MessageInstance | None:
-        return await self.session.get(MessageInstance, message_id)
+    def message(self, message_id: int) -> MessageInstance | None:
+        return self.session.get(MessageInstance, message_id)
 
-    async def unrouted_thrown_messages(self, limit: int = 10_000) -> list[int]:
+    def unrouted_thrown_messages(self, limit: int = 10_000) -> list[int]:
         """Messages processes threw that were never routed (no correlation keys indexed yet)."""
         indexed = select(MessageKey.id).where(MessageKey.message_instance_id == MessageInstance.id).exists()
         stmt = (select(MessageInstance.id)
                 .where(MessageInstance.status == "ready", MessageInstance.message_type == "send",
                        MessageInstance.process_instance_id.is_not(None), ~indexed)
                 .order_by(MessageInstance.id).limit(limit))
-        return list((await self.session.execute(stmt)).scalars())
+        return list((self.session.execute(stmt)).scalars())
 
-    async def message_by_uuid(self, key: str) -> MessageInstance | None:
+    def message_by_uuid(self, key: str) -> MessageInstance | None:
         stmt = select(MessageInstance).where(MessageInstance.message_instance_uuid == key)
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+        return (self.session.execute(stmt)).scalar_one_or_none()
 
-    async def expire_ready_messages(self, batch: int) -> int:
+    def expire_ready_messages(self, batch: int) -> int:
         """Mark up to ``batch`` expired ready messages ``cancelled`` (``failure_cause`` "expired")."""
         due = (select(MessageInstance.id)
                .where(MessageInstance.status == "ready", MessageInstance.expires_at <= self.now)
                .order_by(MessageInstance.expires_at).limit(batch))
         if self.store.dialect == "postgresql":
             due = due.with_for_update(skip_locked=True)
-        ids = list((await self.session.execute(due)).scalars())
+        ids = list((self.session.execute(due)).scalars())
         if not ids:
             return 0
-        await self.session.execute(
+        self.session.execute(
             update(MessageInstance).where(MessageInstance.id.in_(ids), MessageInstance.status == "ready")
             .values(status="cancelled", failure_cause="expired", updated_at=self.now))
-        await self.session.execute(delete(MessageKey).where(MessageKey.message_instance_id.in_(ids)))
+        self.session.execute(delete(MessageKey).where(MessageKey.message_instance_id.in_(ids)))
         return len(ids)
 
-    async def purge_finished_messages(self, before: float, batch: int) -> int:
+    def purge_finished_messages(self, before: float, batch: int) -> int:
         """Delete up to ``batch`` finished messages last changed before ``before``."""
         old = (select(MessageInstance.id)
                .where(MessageInstance.status.in_(FINISHED), MessageInstance.updated_at < before)
                .order_by(MessageInstance.updated_at).limit(batch))
         if self.store.dialect == "postgresql":
             old = old.with_for_update(skip_locked=True)
-        ids = list((await self.session.execute(old)).scalars())
+        ids = list((self.session.execute(old)).scalars())
         if ids:
-            await self.session.execute(delete(MessageKey).where(MessageKey.message_instance_id.in_(ids)))
-            await self.session.execute(delete(MessageInstance).where(MessageInstance.id.in_(ids)))
+            self.session.execute(delete(MessageKey).where(MessageKey.message_instance_id.in_(ids)))
+            self.session.execute(delete(MessageInstance).where(MessageInstance.id.in_(ids)))
         return len(ids)
 
-    async def claim_message(self, message_id: int) -> MessageInstance | None:
+    def claim_message(self, message_id: int) -> MessageInstance | None:
         """Take a ``ready`` message for routing (compare-and-set), or None if someone else has it."""
-        result = await self.session.execute(
+        result = self.session.execute(
             update(MessageInstance)
             .where(MessageInstance.id == message_id, MessageInstance.status == "ready")
             .values(status="running", updated_at=self.now)
             .returning(MessageInstance.id))
         if result.scalar_one_or_none() is None:
             return None
-        return await self.session.get(MessageInstance, message_id, populate_existing=True)
+        return self.session.get(MessageInstance, message_id, populate_existing=True)
 
-    async def drop_message_keys(self, message_id: int) -> None:
-        await self.session.execute(delete(MessageKey).where(MessageKey.message_instance_id == message_id))
+    def drop_message_keys(self, message_id: int) -> None:
+        self.session.execute(delete(MessageKey).where(MessageKey.message_instance_id == message_id))
 
-    async def index_ready_message(self, row: MessageInstance, keys: Iterable[KeyValue]) -> None:
+    def index_ready_message(self, row: MessageInstance, keys: Iterable[KeyValue]) -> None:
         """Record the keys of a message left ``ready`` so a receiver that comes to wait later finds it."""
         for kv in {(kv.key, kv.digest) for kv in keys}:
             self.session.add(MessageKey(message_instance_id=row.id, message_name=row.name, key_name=kv[0],
                                         values_digest=kv[1]))
-        await self.session.flush()
+        self.session.flush()
 
-    async def ready_messages_for(self, group: str, waits: Sequence[WaitRow], limit: int = 8) -> list[MessageInstance]:
+    def ready_messages_for(self, group: str, waits: Sequence[WaitRow], limit: int = 8) -> list[MessageInstance]:
         """Ready messages an instance in ``group`` that now waits for ``waits`` could take; exact first, FIFO."""
         live = and_(MessageInstance.status == "ready",
                     MessageInstance.scope.in_(ancestor_scopes(group)),
@@ -385,15 +390,15 @@ class Tx:
                                MessageKey.values_digest == w.key.digest) for w in exact if w.key])
             stmt = (select(MessageInstance).join(MessageKey, MessageKey.message_instance_id == MessageInstance.id)
                     .where(keyed, live).order_by(MessageInstance.id).limit(limit))
-            found += list((await self.session.execute(stmt)).scalars().unique())
+            found += list((self.session.execute(stmt)).scalars().unique())
         if anyname:
             stmt = (select(MessageInstance).where(MessageInstance.name.in_(anyname), live)
                     .order_by(MessageInstance.id).limit(limit))
             seen = {m.id for m in found}
-            found += [m for m in (await self.session.execute(stmt)).scalars() if m.id not in seen]
+            found += [m for m in (self.session.execute(stmt)).scalars() if m.id not in seen]
         return found
 
-    async def list_messages(self, flt: MessageFilter, page: int, per_page: int) -> Page:
+    def list_messages(self, flt: MessageFilter, page: int, per_page: int) -> Page:
         cond: list[Any] = []
         if flt.name:
             cond.append(MessageInstance.name == flt.name)
@@ -408,10 +413,10 @@ class Tx:
         if flt.created_before is not None:
             cond.append(MessageInstance.created_at <= flt.created_before)
         order = [MessageInstance.created_at.desc(), MessageInstance.id.desc()]
-        return await self._page(MessageInstance, cond, order, page, per_page)
+        return self._page(MessageInstance, cond, order, page, per_page)
 
-    async def _page(self, model: Any, cond: list[Any], order: list[Any], page: int, per_page: int) -> Page:
-        total = (await self.session.execute(select(func.count()).select_from(model).where(*cond))).scalar_one()
-        rows = await self.session.execute(
+    def _page(self, model: Any, cond: list[Any], order: list[Any], page: int, per_page: int) -> Page:
+        total = (self.session.execute(select(func.count()).select_from(model).where(*cond))).scalar_one()
+        rows = self.session.execute(
             select(model).where(*cond).order_by(*order).offset((page - 1) * per_page).limit(per_page))
         return Page(list(rows.scalars()), int(total), page, per_page)

@@ -1,0 +1,98 @@
+"""SQLite: whole transactions in one writer thread with the standard ``sqlite3`` driver, taking fair turns.
+
+SQLite lets one writer in at a time. Writing transactions run in a single thread per worker (so they queue in
+order inside the worker) with ``BEGIN IMMEDIATE``; WAL lets readers, in other threads, go on meanwhile. Across
+the workers of one host, writers take turns on an ``flock`` next to the database: SQLite's own busy handler polls
+with growing sleeps, and a worker with a steady queue takes the lock again microseconds after it let go, so under
+load the other worker's writer could starve past the lock timeout. A blocked ``flock`` waiter is woken as soon as
+the lock is released. SQLite's busy timeout still covers writers outside this package.
+
+Every connection gets WAL and a busy timeout; writing transactions start with ``BEGIN IMMEDIATE`` (with deferred
+transactions two writers that both read first fail with "database is locked", and the busy timeout does not help
+there); reads use a second engine with deferred transactions so they never queue behind writers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from .db import upgrade_connection
+
+T = TypeVar("T")
+READ_BUSY_TIMEOUT_MS = 30_000
+
+
+def _engine(url: str, *, immediate: bool, busy_timeout_ms: int) -> Engine:
+    sync_url = make_url(url).set(drivername="sqlite")
+    engine = create_engine(sync_url, connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class SqliteStore:
+    def __init__(self, url: str, lock_timeout_seconds: float) -> None:
+        busy_ms = int(max(lock_timeout_seconds, 1.0) * 1000)
+        self.write_engine = _engine(url, immediate=True, busy_timeout_ms=busy_ms)
+        self.read_engine = _engine(url, immediate=False, busy_timeout_ms=READ_BUSY_TIMEOUT_MS)
+        self._writes = sessionmaker(self.write_engine, expire_on_commit=False)
+        self._reads = sessionmaker(self.read_engine, expire_on_commit=False)
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        path = make_url(url).database
+        self._turn_fd: int | None = None
+        if path and path != ":memory:":
+            self._turn_fd = os.open(f"{path}.writer-turn", os.O_RDWR | os.O_CREAT, 0o644)
+
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        if self._turn_fd is None:
+            yield
+            return
+        fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
+
+    def write(self, work: Callable[[Session], T]) -> T:
+        """One writing transaction (call it from :attr:`writer`)."""
+        with self._turn(), self._writes() as session, session.begin():
+            return work(session)
+
+    def read(self, work: Callable[[Session], T]) -> T:
+        with self._reads() as session, session.begin():
+            return work(session)
+
+    def upgrade(self, revision: str) -> None:
+        with self._turn(), self.write_engine.begin() as conn:
+            upgrade_connection(conn, revision)
+
+    def close(self) -> None:
+        self.writer.shutdown(wait=True)
+        self.write_engine.dispose()
+        self.read_engine.dispose()
+        if self._turn_fd is not None:
+            os.close(self._turn_fd)
+            self._turn_fd = None
