@@ -301,8 +301,8 @@ class Router:
         pairs = sorted({(kv.key, kv.digest) for kv in keys})
         tx.lock_keys(exclusive=[_lock_key(scoped.name, k, d) for k, d in pairs],
                            shared=[_lock_key(scoped.name)])
-        for sub in tx.find_subscriptions(scoped.name, scoped.group, pairs):
-            row = tx.lock_instance(sub.process_instance_id)
+        for instance_id in tx.find_subscriptions(scoped.name, scoped.group, pairs):
+            row = tx.lock_instance(instance_id)
             if row is None or row.status in ("complete", "error"):
                 continue
             inst = self.engine.load(row.state, self._entry(tx, row))

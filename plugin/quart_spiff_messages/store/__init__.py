@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, func, or_, select, text, tuple_, update
+from sqlalchemy import and_, delete, func, literal, or_, select, text, tuple_, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -273,15 +273,23 @@ class Tx:
         return [wanted[(t, m, k, d)] for t, m, k, d in added]
 
     def find_subscriptions(self, message_name: str, scope: str, keys: Sequence[tuple[str, str]],
-                                 limit: int = 8) -> list[Subscription]:
-        """Waiting instances for a message: exact key matches first, then accept-any waits, oldest first."""
-        wanted = [and_(Subscription.key_name == k, Subscription.values_digest == d) for k, d in keys]
-        wanted.append(Subscription.key_name == "")
-        stmt = select(Subscription).where(Subscription.message_name == message_name, or_(*wanted))
-        if scope:
-            stmt = stmt.where(Subscription.group_path.startswith(group_path(scope), autoescape=True))
-        stmt = stmt.order_by((Subscription.key_name == "").asc(), Subscription.id).limit(limit)
-        return list((self.session.execute(stmt)).scalars())
+                           limit: int = 8) -> list[int]:
+        """Instances waiting for a message: exact key matches first, then accept-any waits, oldest first.
+
+        One index seek per key (a branch of a UNION ALL, each already in id order), so the cost does not grow with
+        the number of instances waiting for the same message name. Returns process instance ids.
+        """
+        branches = []
+        for key, dig in [*keys, ("", "")]:
+            branch = (select(Subscription.process_instance_id, Subscription.id, literal(0 if key else 1).label("rank"))
+                      .where(Subscription.message_name == message_name, Subscription.key_name == key,
+                             Subscription.values_digest == dig))
+            if scope:
+                branch = branch.where(Subscription.group_path.startswith(group_path(scope), autoescape=True))
+            branches.append(select(branch.order_by(Subscription.id).limit(limit).subquery()))
+        found = union_all(*branches).subquery()
+        stmt = select(found.c.process_instance_id).order_by(found.c.rank, found.c.id).limit(limit)
+        return list(dict.fromkeys(self.session.execute(stmt).scalars()))
 
     # -- message instances --------------------------------------------------------------------------------------
     def add_message(self, *, name: str, scope: str, message_type: str, status: str, payload: Any,
@@ -382,21 +390,24 @@ class Tx:
         live = and_(MessageInstance.status == "ready",
                     MessageInstance.scope.in_(ancestor_scopes(group)),
                     or_(MessageInstance.expires_at.is_(None), MessageInstance.expires_at > self.now))
-        exact = [w for w in waits if w.key is not None]
-        anyname = sorted({w.message_name for w in waits if w.key is None})
-        found: list[MessageInstance] = []
-        if exact:
-            keyed = or_(*[and_(MessageKey.message_name == w.message_name, MessageKey.key_name == w.key.key,
-                               MessageKey.values_digest == w.key.digest) for w in exact if w.key])
+        found: dict[int, MessageInstance] = {}
+        exact = sorted({(w.message_name, w.key.key, w.key.digest) for w in waits if w.key is not None})
+        keyed: list[MessageInstance] = []
+        for name, key, dig in exact:  # one index seek per key
             stmt = (select(MessageInstance).join(MessageKey, MessageKey.message_instance_id == MessageInstance.id)
-                    .where(keyed, live).order_by(MessageInstance.id).limit(limit))
-            found += list((self.session.execute(stmt)).scalars().unique())
+                    .where(MessageKey.message_name == name, MessageKey.key_name == key,
+                           MessageKey.values_digest == dig, live)
+                    .order_by(MessageKey.id).limit(limit))
+            keyed += self.session.execute(stmt).scalars()
+        for m in sorted(keyed, key=lambda m: m.id):
+            found.setdefault(m.id, m)
+        anyname = sorted({w.message_name for w in waits if w.key is None})
         if anyname:
             stmt = (select(MessageInstance).where(MessageInstance.name.in_(anyname), live)
                     .order_by(MessageInstance.id).limit(limit))
-            seen = {m.id for m in found}
-            found += [m for m in (self.session.execute(stmt)).scalars() if m.id not in seen]
-        return found
+            for m in self.session.execute(stmt).scalars():
+                found.setdefault(m.id, m)
+        return list(found.values())
 
     def list_messages(self, flt: MessageFilter, page: int, per_page: int) -> Page:
         cond: list[Any] = []
