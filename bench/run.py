@@ -53,14 +53,13 @@ from typing import Any, cast
 import httpx
 from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 import quart_spiff_messages
 from quart_spiff_messages.catalog import Catalog
 from quart_spiff_messages.correlation import expected_key_value
 from quart_spiff_messages.engine import Engine
 from quart_spiff_messages.names import parse_modified_name
-from quart_spiff_messages.store import db
+from quart_spiff_messages.store import Store, Tx, db
 from quart_spiff_messages.store.models import ProcessInstance, Subscription
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,15 +218,18 @@ class Seeder:
     """Inserts copies of one waiting order_process instance (and its subscription row) straight into the database."""
 
     def __init__(self, database_url: str) -> None:
-        self.engine: AsyncEngine = db.create_engine(database_url)
+        self.store = Store(database_url, time.time)  # the package's own transactions, on either database
         self.instance: dict[str, Any] | None = None
         self.subscription: dict[str, Any] | None = None
 
     async def read_template(self, instance_id: int) -> None:
-        async with self.engine.connect() as conn:
-            inst = (await conn.execute(select(INSTANCES).where(INSTANCES.c.id == instance_id))).mappings().one()
-            subs = (await conn.execute(
-                select(SUBSCRIPTIONS).where(SUBSCRIPTIONS.c.process_instance_id == instance_id))).mappings().all()
+        def read(tx: Tx) -> tuple[Any, Any]:
+            inst = tx.session.execute(select(INSTANCES).where(INSTANCES.c.id == instance_id)).mappings().one()
+            subs = tx.session.execute(
+                select(SUBSCRIPTIONS).where(SUBSCRIPTIONS.c.process_instance_id == instance_id)).mappings().all()
+            return inst, subs
+
+        inst, subs = await self.store.read(read)
         if len(subs) != 1:
             raise RuntimeError(f"the template instance has {len(subs)} subscriptions, expected 1")
         sub = dict(subs[0])
@@ -257,24 +259,26 @@ class Seeder:
             rows = [{**tpl, "state": state.replace(TEMPLATE_ID, oid),
                      "correlations": json.loads(correlations.replace(TEMPLATE_ID, oid)),
                      "created_at": now, "updated_at": now} for oid in chunk]
-            async with self.engine.begin() as conn:
+
+            def write(tx: Tx, chunk: list[str] = chunk, rows: list[dict[str, Any]] = rows, now: float = now) -> None:
                 stmt = insert(INSTANCES).returning(INSTANCES.c.id, sort_by_parameter_order=True)
-                ids = (await conn.execute(stmt, rows)).scalars().all()
+                ids = tx.session.execute(stmt, rows).scalars().all()
                 subs = []
                 for oid, instance_id in zip(chunk, ids, strict=True):
                     kv = expected_key_value("order_key", {"order_id": oid})
                     subs.append({**sub, "process_instance_id": instance_id, "values_digest": kv.digest,
                                  "values_json": kv.canonical, "created_at": now})
-                await conn.execute(insert(SUBSCRIPTIONS), subs)
+                tx.session.execute(insert(SUBSCRIPTIONS), subs)
+
+            await self.store.run(write)
         return time.perf_counter() - started
 
     async def waiting(self) -> int:
-        async with self.engine.connect() as conn:
-            stmt = select(func.count()).select_from(INSTANCES).where(INSTANCES.c.status == "waiting")
-            return int((await conn.execute(stmt)).scalar_one())
+        stmt = select(func.count()).select_from(INSTANCES).where(INSTANCES.c.status == "waiting")
+        return int(await self.store.read(lambda tx: tx.session.execute(stmt).scalar_one()))
 
     async def dispose(self) -> None:
-        await self.engine.dispose()
+        await self.store.dispose()
 
 
 # -- HTTP ----------------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from quart import Blueprint, Response, current_app, json, request
+from quart import Blueprint, Response, current_app, request
 from quart_schema import (
     RequestSchemaValidationError,
     document_querystring,
@@ -37,7 +37,7 @@ def _store() -> Store:
 
 
 def _ok(body: Mapping[str, Any], status: int = 200) -> Response:
-    return Response(json.dumps(body), status=status, content_type="application/json")
+    return Response(stdjson.dumps(body, default=str), status=status, content_type="application/json")
 
 
 def _no_constants(name: str) -> Any:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, func, literal, or_, select, text, tuple_, union_all, update
+from sqlalchemy import and_, bindparam, delete, func, literal, or_, select, text, tuple_, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -91,6 +92,23 @@ class Page:
     @property
     def pages(self) -> int:
         return math.ceil(self.total / self.per_page) if self.per_page else 0
+
+
+@functools.lru_cache(maxsize=64)
+def _subscription_lookup(n_keys: int, scoped: bool) -> Any:
+    """The lookup statement for ``n_keys`` correlation keys, built once (building it costs more than running it)."""
+    branches = []
+    for i in range(n_keys + 1):
+        branch = (select(Subscription.process_instance_id, Subscription.id,
+                         literal(0 if i < n_keys else 1).label("rank"))
+                  .where(Subscription.message_name == bindparam("name"),
+                         Subscription.key_name == bindparam(f"k{i}"),
+                         Subscription.values_digest == bindparam(f"d{i}")))
+        if scoped:
+            branch = branch.where(Subscription.group_path.like(bindparam("group"), escape="\\"))
+        branches.append(select(branch.order_by(Subscription.id).limit(bindparam("limit")).subquery()))
+    found = union_all(*branches).subquery()
+    return select(found.c.process_instance_id).order_by(found.c.rank, found.c.id).limit(bindparam("limit"))
 
 
 class Store:
@@ -279,17 +297,14 @@ class Tx:
         One index seek per key (a branch of a UNION ALL, each already in id order), so the cost does not grow with
         the number of instances waiting for the same message name. Returns process instance ids.
         """
-        branches = []
-        for key, dig in [*keys, ("", "")]:
-            branch = (select(Subscription.process_instance_id, Subscription.id, literal(0 if key else 1).label("rank"))
-                      .where(Subscription.message_name == message_name, Subscription.key_name == key,
-                             Subscription.values_digest == dig))
-            if scope:
-                branch = branch.where(Subscription.group_path.startswith(group_path(scope), autoescape=True))
-            branches.append(select(branch.order_by(Subscription.id).limit(limit).subquery()))
-        found = union_all(*branches).subquery()
-        stmt = select(found.c.process_instance_id).order_by(found.c.rank, found.c.id).limit(limit)
-        return list(dict.fromkeys(self.session.execute(stmt).scalars()))
+        params: dict[str, Any] = {"name": message_name, "limit": limit}
+        for i, (key, dig) in enumerate([*keys, ("", "")]):
+            params[f"k{i}"], params[f"d{i}"] = key, dig
+        if scope:
+            escaped = group_path(scope).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params["group"] = escaped + "%"
+        stmt = _subscription_lookup(len(keys), bool(scope))
+        return list(dict.fromkeys(self.session.execute(stmt, params).scalars()))
 
     # -- message instances --------------------------------------------------------------------------------------
     def add_message(self, *, name: str, scope: str, message_type: str, status: str, payload: Any,
