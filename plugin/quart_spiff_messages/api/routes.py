@@ -255,6 +255,8 @@ def create_blueprint(settings: Settings) -> Blueprint:
     @document_response(schemas.InstanceOut, 200)
     async def show_instance(instance_id: int) -> Response:
         """An instance: status, current data, and the messages it waits for with their correlation values."""
+        if instance_id > schemas.MAX_INT:
+            raise errors.ApiError(404, "process_instance_not_found", f"no process instance {instance_id}")
         row, data, waits = await _state().router.instance_view(instance_id)
         return _ok({"process_instance": {**views.instance_json(row), "data": data, "waiting_for": waits}})
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
@@ -10,6 +10,9 @@ MessageStatus = Literal["ready", "running", "completed", "failed", "cancelled", 
 MessageType = Literal["send", "receive"]
 InstanceStatus = Literal["waiting", "user_input_required", "complete", "error"]
 MAX_PER_PAGE = 1000
+MAX_INT = 2**53  # ids, pages and epoch seconds stay far below; larger numbers are refused, not overflowed
+Id = Annotated[int, Field(ge=1, le=MAX_INT)]
+Seconds = Annotated[int, Field(ge=0, le=MAX_INT)]
 
 
 class Payload(RootModel[dict[str, Any]]):
@@ -17,7 +20,7 @@ class Payload(RootModel[dict[str, Any]]):
 
 
 class PageQuery(BaseModel):
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=MAX_INT // MAX_PER_PAGE)
     per_page: int = Field(100, ge=1, le=MAX_PER_PAGE)
 
 
@@ -25,7 +28,7 @@ class MessageListQuery(PageQuery):
     name: str | None = None
     status: str | None = Field(None, description="One status, or several separated by commas.")
     message_type: str | None = Field(None, description="send or receive (comma-separated for both).")
-    process_instance_id: int | None = None
+    process_instance_id: Id | None = None
 
 
 class MessageSearch(BaseModel):
@@ -33,9 +36,9 @@ class MessageSearch(BaseModel):
     name: str | None = None
     status: list[MessageStatus] | None = None
     message_type: list[MessageType] | None = None
-    process_instance_id: int | None = None
-    created_after: int | None = None
-    created_before: int | None = None
+    process_instance_id: Id | None = None
+    created_after: Seconds | None = None
+    created_before: Seconds | None = None
 
 
 class InstanceListQuery(PageQuery):
