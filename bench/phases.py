@@ -1,0 +1,79 @@
+"""Where one delivery's time goes, in-process: a timer around each router, store and engine function.
+
+    python bench/phases.py [--count 200] [--database-url sqlite:///x.db]
+
+Inner functions are counted inside their callers too (``Router._route`` includes the store calls it makes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import functools
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from quart import Quart
+
+from quart_spiff_messages import SpiffMessages
+from quart_spiff_messages import engine as engine_module
+from quart_spiff_messages import router as router_module
+from quart_spiff_messages import store as store_module
+from quart_spiff_messages.store import sqlite as sqlite_module
+
+ROOT = Path(__file__).resolve().parent.parent
+SPENT: collections.Counter[str] = collections.Counter()
+TIMED = {
+    engine_module.Engine: ["load", "deliver", "dump", "waits", "drain", "task_data"],
+    store_module.Tx: ["find_subscriptions", "lock_instance", "sync_subscriptions", "persist", "add_message",
+                      "ready_messages_for"],
+    router_module.Router: ["_route", "_settle", "_received", "_message_keys"],
+    sqlite_module.SqliteStore: ["write"],
+}
+
+
+def timed(cls: type, name: str) -> None:
+    original: Callable[..., Any] = getattr(cls, name)
+
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            SPENT[f"{cls.__name__}.{name}"] += time.perf_counter() - started
+
+    setattr(cls, name, wrapper)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+    url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/phases.db"
+    app = Quart(__name__)
+    app.config.update(SPIFF_MESSAGES_BPMN_DIR=str(ROOT / "bpmn_fixtures"), SPIFF_MESSAGES_DATABASE_URL=url,
+                      SPIFF_MESSAGES_SWEEP_INTERVAL_SECONDS=3600)
+    ext = SpiffMessages(app)
+    async with app.test_app():
+        for i in range(args.count):
+            await ext.send_message("order_received", {"order_id": f"p-{i}"})
+        for cls, names in TIMED.items():
+            for name in names:
+                timed(cls, name)
+        started = time.perf_counter()
+        for i in range(args.count):
+            await ext.send_message("payment_received", {"order_id": f"p-{i}", "amount": 1})
+        total = (time.perf_counter() - started) / args.count * 1000
+    print(f"one delivery, in-process: {total:.2f} ms")
+    for name, seconds in SPENT.most_common():
+        print(f"  {name:32s} {seconds / args.count * 1000:6.3f} ms")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
