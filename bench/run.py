@@ -65,7 +65,7 @@ from quart_spiff_messages.store.models import ProcessInstance, Subscription
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.server import Server  # noqa: E402  (the repository root is on sys.path only from here on)
+from tests.server import Server, worker_pids  # noqa: E402  (the repository root is on sys.path only from here on)
 
 BPMN_DIR = ROOT / "bpmn_fixtures"
 TEMPLATE_ID = "SEED-TEMPLATE"
@@ -166,18 +166,6 @@ def machine_info() -> dict[str, Any]:
 
 
 # -- processes -----------------------------------------------------------------------------------------------------
-def worker_pids(server_pid: int) -> list[int]:
-    """Hypercorn's spawned workers among the children of ``serve`` (not multiprocessing's resource tracker)."""
-    pids = []
-    for task in os.listdir(f"/proc/{server_pid}/task"):
-        with open(f"/proc/{server_pid}/task/{task}/children") as f:
-            for pid in map(int, f.read().split()):
-                with open(f"/proc/{pid}/cmdline", "rb") as cmd:
-                    if b"spawn_main" in cmd.read():
-                        pids.append(pid)
-    return sorted(pids)
-
-
 def status_mb(pid: int, name: str) -> float:
     """A memory figure (VmHWM, VmRSS) of /proc/<pid>/status in MiB."""
     with open(f"/proc/{pid}/status") as f:

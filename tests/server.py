@@ -18,6 +18,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def worker_pids(server_pid: int) -> list[int]:
+    """Hypercorn's spawned workers among the children of ``serve`` (not multiprocessing's resource tracker)."""
+    pids = []
+    for task in os.listdir(f"/proc/{server_pid}/task"):
+        with open(f"/proc/{server_pid}/task/{task}/children") as f:
+            for pid in map(int, f.read().split()):
+                with open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                    if b"spawn_main" in cmd.read():
+                        pids.append(pid)
+    return sorted(pids)
+
+
 class Server:
     def __init__(self, bpmn_dir: Path, database_url: str, workers: int = 1, log: Path | None = None) -> None:
         self.port = free_port()

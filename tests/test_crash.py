@@ -17,23 +17,12 @@ from typing import Any
 import httpx
 
 from .conftest import FIXTURES
+from .server import worker_pids
 from .test_concurrency import start_server
 
 COUNT = 500
 CLIENTS = 16
 KILL_AFTER = 150
-
-
-def worker_pids(server_pid: int) -> list[int]:
-    """The spawned Hypercorn workers (not multiprocessing's resource tracker)."""
-    pids = []
-    for task in os.listdir(f"/proc/{server_pid}/task"):
-        with open(f"/proc/{server_pid}/task/{task}/children") as f:
-            for pid in map(int, f.read().split()):
-                with open(f"/proc/{pid}/cmdline", "rb") as cmd:
-                    if b"spawn_main" in cmd.read():
-                        pids.append(pid)
-    return pids
 
 
 async def burst(url: str, tag: str, kill: Any) -> dict[str, int]:

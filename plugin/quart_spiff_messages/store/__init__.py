@@ -259,11 +259,6 @@ class Tx:
         return self._page(ProcessInstance, cond, [ProcessInstance.id.desc()], page, per_page)
 
     # -- subscriptions ------------------------------------------------------------------------------------------
-    def subscriptions_of(self, instance_id: int) -> list[Subscription]:
-        rows = self.session.execute(
-            select(Subscription).where(Subscription.process_instance_id == instance_id).order_by(Subscription.id))
-        return list(rows.scalars())
-
     def sync_subscriptions(self, instance_id: int, group: str, waits: Sequence[WaitRow]) -> list[WaitRow]:
         """Make the index say exactly ``waits``; unchanged waits keep their row (their place in line).
 
