@@ -22,6 +22,7 @@ from quart import Quart
 from sqlalchemy import insert
 
 from quart_spiff_messages import SpiffMessages
+from quart_spiff_messages.router import SWEEP_BATCH
 from quart_spiff_messages.store.models import MessageInstance
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +48,7 @@ async def main() -> None:
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--count", type=int, default=100_000, help="expired messages to sweep")
     parser.add_argument("--deliveries", type=int, default=200, help="deliveries measured before and during")
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=SWEEP_BATCH)
     args = parser.parse_args()
     tmp = tempfile.mkdtemp()
     url = args.database_url or f"sqlite:///{tmp}/burst.db"

@@ -9,6 +9,7 @@ instance threw are all written together. The outbox is routed right after the co
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections import deque
@@ -32,6 +33,9 @@ T = TypeVar("T")
 MAX_CHAINED_DELIVERIES = 100
 # Messages thrown by processes routed after one request (a conversation ping-pong is bounded by this).
 MAX_OUTBOX_PER_REQUEST = 1000
+# Rows the expiry sweep changes per transaction: a delivery that arrives meanwhile waits for at most one batch.
+SWEEP_BATCH = 500
+SWEEP_PAUSE_SECONDS = 0.02
 
 
 class RouterError(Exception):
@@ -239,7 +243,7 @@ class Router:
 
         return await self._run(attempt)
 
-    async def sweep(self, batch: int = 1000, retention_seconds: float | None = None) -> tuple[int, int]:
+    async def sweep(self, batch: int = SWEEP_BATCH, retention_seconds: float | None = None) -> tuple[int, int]:
         """Mark expired buffered messages cancelled and purge old finished rows, one bounded batch per transaction.
 
         Returns (expired, purged). Safe to run from several workers at once.
@@ -250,13 +254,19 @@ class Router:
             expired += n
             if n < batch:
                 break
+            await self._pause_between_batches()
         if retention_seconds is not None:
             while True:
                 n = await self.store.run(lambda tx: tx.purge_finished_messages(tx.now - retention_seconds, batch))
                 purged += n
                 if n < batch:
                     break
+                await self._pause_between_batches()
         return expired, purged
+
+    async def _pause_between_batches(self) -> None:
+        """SQLite has one writer: let the deliveries queued behind a sweep batch have it before the next batch."""
+        await asyncio.sleep(SWEEP_PAUSE_SECONDS if self.store.dialect == "sqlite" else 0)
 
     async def start_process(self, modified_process_id: str, data: Mapping[str, Any]) -> Outcome:
         scoped = parse_modified_name(modified_process_id)

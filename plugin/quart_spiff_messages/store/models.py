@@ -87,7 +87,10 @@ class MessageInstance(Base):
     created_at: Mapped[float] = mapped_column(Double, index=True)
     updated_at: Mapped[float] = mapped_column(Double)
 
-    __table_args__ = (Index("ix_spiff_message_instance_status_name", "status", "name", "id"),)
+    __table_args__ = (
+        Index("ix_spiff_message_instance_status_name", "status", "name", "id"),
+        Index("ix_spiff_message_instance_status_expires", "status", "expires_at"),
+    )
 
 
 class MessageKey(Base):
