@@ -283,7 +283,7 @@ class Router:
             work.outbox.clear()
             inst = self.engine.new_instance(entry, data)
             row = tx.add_instance(process_key=entry.key, process_id=entry.process_id, group=entry.group,
-                                        spec_version=entry.spec_version)
+                                  spec_version=entry.spec_version)
             self._settle(tx, row, inst, work)
             return self._result("started", None, row, inst)
 
@@ -309,8 +309,7 @@ class Router:
         keys = self._message_keys(scoped, payload)
         tx.set_message(msg, correlation_keys={kv.key: dict(kv.values) for kv in keys} or None)
         pairs = sorted({(kv.key, kv.digest) for kv in keys})
-        tx.lock_keys(exclusive=[_lock_key(scoped.name, k, d) for k, d in pairs],
-                           shared=[_lock_key(scoped.name)])
+        tx.lock_keys(exclusive=[_lock_key(scoped.name, k, d) for k, d in pairs], shared=[_lock_key(scoped.name)])
         for instance_id in tx.find_subscriptions(scoped.name, scoped.group, pairs):
             row = tx.lock_instance(instance_id)
             if row is None or row.status in ("complete", "error"):
@@ -328,7 +327,7 @@ class Router:
             started = self.engine.start_by_message(entry, start, payload)
             if started is not None:
                 row = tx.add_instance(process_key=entry.key, process_id=entry.process_id,
-                                            group=entry.group, spec_version=entry.spec_version)
+                                      group=entry.group, spec_version=entry.spec_version)
                 self._received(tx, msg, row, started)
                 self._settle(tx, row, started, work)
                 return self._result("started", msg, row, started)
@@ -378,8 +377,8 @@ class Router:
         tx.set_message(msg, status=status, failure_cause=cause)
         tx.persist(msg)
         receive = tx.add_message(name=msg.name, scope=msg.scope, message_type="receive", status=status,
-                                       payload=None, correlation_keys=self.engine.correlations(inst),
-                                       process_instance_id=row.id, counterpart_id=msg.id, failure_cause=cause)
+                                 payload=None, correlation_keys=self.engine.correlations(inst),
+                                 process_instance_id=row.id, counterpart_id=msg.id, failure_cause=cause)
         tx.set_message(msg, counterpart_id=receive.id)
 
     def _settle(self, tx: Tx, row: ProcessInstance, inst: Instance, work: _Work) -> None:
@@ -387,8 +386,8 @@ class Router:
         for _ in range(MAX_CHAINED_DELIVERIES):
             for thrown in self.engine.drain(inst):
                 out = tx.add_message(name=thrown.message_name, scope="", message_type="send", status="ready",
-                                           payload=thrown.payload, correlation_keys=thrown.correlations or None,
-                                           process_instance_id=row.id)
+                                     payload=thrown.payload, correlation_keys=thrown.correlations or None,
+                                     process_instance_id=row.id)
                 work.outbox.append(out.id)
             added = tx.sync_subscriptions(row.id, row.process_group, self._wait_rows(inst))
             if not added or not self._take_buffered(tx, row, inst, added):
@@ -401,7 +400,7 @@ class Router:
     def _take_buffered(self, tx: Tx, row: ProcessInstance, inst: Instance, added: Sequence[_WaitRow]) -> bool:
         """Deliver the oldest ready message that one of the new waits accepts; True if one was delivered."""
         tx.lock_keys(exclusive=[_lock_key(w.message_name, w.key.key, w.key.digest) if w.key
-                                      else _lock_key(w.message_name) for w in added])
+                                else _lock_key(w.message_name) for w in added])
         for cand in tx.ready_messages_for(row.process_group, added):
             claimed = tx.claim_message(cand.id)
             if claimed is None:

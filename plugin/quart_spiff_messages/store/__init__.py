@@ -1,4 +1,4 @@
-"""The store: every SQL statement lives here. One message = one transaction (:meth:`Store.transaction`)."""
+"""The store: every SQL statement lives here. One message = one transaction (:meth:`Store.run`)."""
 
 from __future__ import annotations
 
@@ -222,8 +222,7 @@ class Tx:
         return row.spec if row else None
 
     # -- process instances --------------------------------------------------------------------------------------
-    def add_instance(self, *, process_key: str, process_id: str, group: str,
-                           spec_version: str) -> ProcessInstance:
+    def add_instance(self, *, process_key: str, process_id: str, group: str, spec_version: str) -> ProcessInstance:
         row = ProcessInstance(process_key=process_key, process_id=process_id, process_group=group,
                               spec_version=spec_version, status="waiting", state="{}", correlations={},
                               created_at=self.now, updated_at=self.now)
@@ -249,8 +248,7 @@ class Tx:
         row.error = error
         row.updated_at = self.now
 
-    def list_instances(self, *, status: str | None, process_key: str | None, page: int,
-                             per_page: int) -> Page:
+    def list_instances(self, *, status: str | None, process_key: str | None, page: int, per_page: int) -> Page:
         cond = []
         if status:
             cond.append(ProcessInstance.status == status)
@@ -303,9 +301,9 @@ class Tx:
 
     # -- message instances --------------------------------------------------------------------------------------
     def add_message(self, *, name: str, scope: str, message_type: str, status: str, payload: Any,
-                          correlation_keys: dict[str, Any] | None = None, process_instance_id: int | None = None,
-                          counterpart_id: int | None = None, message_instance_uuid: str | None = None,
-                          failure_cause: str | None = None, expires_at: float | None = None) -> MessageInstance:
+                    correlation_keys: dict[str, Any] | None = None, process_instance_id: int | None = None,
+                    counterpart_id: int | None = None, message_instance_uuid: str | None = None,
+                    failure_cause: str | None = None, expires_at: float | None = None) -> MessageInstance:
         row = self.new_message(
             name=name, scope=scope, message_type=message_type, status=status, payload=payload,
             correlation_keys=correlation_keys, process_instance_id=process_instance_id,
