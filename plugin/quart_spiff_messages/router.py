@@ -23,7 +23,7 @@ from .catalog import Catalog, ProcessEntry, StartPoint
 from .correlation import KeyValue, canonical, key_values
 from .engine import Engine, Instance
 from .names import ScopedName, parse_modified_name
-from .store import Busy, MessageInstance, ProcessInstance, Store, Tx
+from .store import Busy, MessageFilter, MessageInstance, Page, ProcessInstance, Store, Tx
 from .store import WaitRow as _WaitRow
 
 log = logging.getLogger("quart_spiff_messages")
@@ -302,6 +302,14 @@ class Router:
             return row, self.engine.task_data(inst), [w.as_json() for w in self.engine.waits(inst)]
 
         return await self.store.read(view)
+
+    async def list_messages(self, flt: MessageFilter, page: int, per_page: int) -> Page:
+        return await self.store.read(lambda tx: tx.list_messages(flt, page, per_page))
+
+    async def list_instances(self, *, status: str | None, process_key: str | None, page: int,
+                             per_page: int) -> Page:
+        return await self.store.read(
+            lambda tx: tx.list_instances(status=status, process_key=process_key, page=page, per_page=per_page))
 
     # -- routing ------------------------------------------------------------------------------------------------
     def _route(self, tx: Tx, msg: MessageInstance, scoped: ScopedName, work: _Work) -> Outcome | None:

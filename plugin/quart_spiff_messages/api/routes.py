@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException
 from ..config import Settings
 from ..names import InvalidName, parse_modified_name
 from ..router import Outcome, RouterError
-from ..store import MessageFilter, Store
+from ..store import MessageFilter
 from . import errors, schemas, views
 
 M = TypeVar("M", bound=BaseModel)
@@ -29,11 +29,6 @@ M = TypeVar("M", bound=BaseModel)
 
 def _state() -> Any:
     return current_app.extensions["spiff_messages"]
-
-
-def _store() -> Store:
-    store: Store = _state().store
-    return store
 
 
 def _ok(body: Mapping[str, Any], status: int = 200) -> Response:
@@ -270,8 +265,8 @@ def create_blueprint(settings: Settings) -> Blueprint:
         if q.process_id:
             scoped = parse_modified_name(q.process_id)
             key = f"{scoped.group}/{scoped.name}" if scoped.group else scoped.name
-        page = await _store().read(
-            lambda tx: tx.list_instances(status=q.status, process_key=key, page=q.page, per_page=q.per_page))
+        page = await _state().router.list_instances(status=q.status, process_key=key, page=q.page,
+                                                     per_page=q.per_page)
         return _ok(views.page_json(page, [views.instance_json(r) for r in page.rows]))
 
     bp.register_error_handler(errors.ApiError, errors.on_api_error)
@@ -288,7 +283,7 @@ def _csv(value: str | None) -> list[str] | None:
 
 
 async def _message_page(flt: MessageFilter, page: int, per_page: int) -> Response:
-    result = await _store().read(lambda tx: tx.list_messages(flt, page, per_page))
+    result = await _state().router.list_messages(flt, page, per_page)
     return _ok(views.page_json(result, [views.message_json(r) for r in result.rows]))
 
 
