@@ -63,6 +63,17 @@ class ProcessEntry:
     spec: Any = field(repr=False, compare=False)
     subprocess_specs: dict[str, Any] = field(repr=False, compare=False)
 
+    @property
+    def correlation_keys(self) -> dict[str, list[str]]:
+        """Correlation key name -> the property ids it is made of (as the BPMN collaboration declares them)."""
+        keys: dict[str, list[str]] = dict(getattr(self.spec, "correlation_keys", None) or {})
+        return keys
+
+
+def locate(file: str | None, element_id: str | None) -> int | None:
+    """The line of an element in its BPMN file (for reports)."""
+    return _locate(file, element_id)
+
 
 @dataclass(frozen=True)
 class StartPoint:

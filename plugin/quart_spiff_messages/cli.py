@@ -77,6 +77,20 @@ def _safe(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+@main.command("check")
+@click.argument("bpmn_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def check_command(bpmn_dir: str, as_json: bool) -> None:
+    """Load BPMN_DIR as serve does and report its messages, correlations and problems (exit 1 on errors)."""
+    import json
+
+    from .check import check
+
+    report = check(bpmn_dir)
+    click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.as_text())
+    sys.exit(0 if report.ok else 1)
+
+
 @main.group()
 def db() -> None:
     """Database schema."""

@@ -1,0 +1,110 @@
+"""``spiff-messages check``: what a BPMN folder means for messages, and what in it will not work as drawn.
+
+It loads the folder exactly as ``serve`` does. Errors (the folder does not load) make the exit status 1; warnings
+are things that load but will surprise at run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .catalog import Catalog, CatalogError, CatchPoint, locate
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # error | warning
+    code: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+    element_id: str | None = None
+
+
+@dataclass
+class Report:
+    root: str
+    findings: list[Finding] = field(default_factory=list)
+    starts: list[dict[str, Any]] = field(default_factory=list)
+    catches: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.level == "error" for f in self.findings)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"root": self.root, "ok": self.ok, "findings": [asdict(f) for f in self.findings],
+                "start_events": self.starts, "catch_points": self.catches}
+
+    def as_text(self) -> str:
+        lines = [f"BPMN folder {self.root}"]
+        for s in self.starts:
+            lines.append(f"  start   {s['message']!r} starts {s['process']} at {_where(s)}")
+        for c in self.catches:
+            props = ", ".join(f"{p['property']}={p['expression']!r} ({'/'.join(p['keys'])})"
+                              for p in c["correlation_properties"]) or "no correlation"
+            lines.append(f"  catch   {c['message']!r} in {c['process']} ({c['kind']}) at {_where(c)}: {props}")
+        for f in self.findings:
+            where = f"{f.file}:{f.line}" if f.file and f.line else (f.file or "")
+            lines.append(f"{f.level.upper():7s} {f.code}: {f.message}" + (f" [{where}]" if where else ""))
+        lines.append("ok" if self.ok else "errors found")
+        return "\n".join(lines)
+
+
+def _where(point: dict[str, Any]) -> str:
+    return f"{point['file']}:{point['line']}" if point.get("line") else str(point.get("file"))
+
+
+def check(root: Path | str) -> Report:
+    report = Report(str(root))
+    try:
+        catalog = Catalog.load(root)
+    except CatalogError as exc:
+        report.findings.append(Finding("error", "load_error", exc.reason, exc.file, exc.line, exc.element_id))
+        return report
+    for name, points in sorted(catalog.starts.items()):
+        for s in points:
+            file = catalog.processes[s.process_key].file
+            report.starts.append({"message": name, "process": s.process_key, "element_id": s.element_id,
+                                  "file": file, "line": locate(file, s.element_id),
+                                  "message_variable": s.message_variable})
+    for name, catches in sorted(catalog.catches.items()):
+        for c in catches:
+            file = catalog.processes[c.process_key].file
+            report.catches.append({
+                "message": name, "process": c.process_key, "kind": c.kind, "element_id": c.element_id,
+                "file": file, "line": locate(file, c.element_id), "message_variable": c.message_variable,
+                "correlation_properties": [{"property": p.name, "expression": p.expression, "keys": list(p.keys)}
+                                           for p in c.properties]})
+            report.findings += _catch_findings(catalog, c, file)
+    for name, throws in sorted(catalog.throws.items()):
+        if name not in catalog.catches and name not in catalog.starts:
+            for t in throws:
+                file = catalog.processes[t.process_key].file
+                report.findings.append(Finding(
+                    "warning", "message_never_received",
+                    f"{t.process_key} throws {name!r} ({t.kind}) but no process catches it or starts on it",
+                    file, locate(file, t.element_id), t.element_id))
+    return report
+
+
+def _catch_findings(catalog: Catalog, c: CatchPoint, file: str) -> list[Finding]:
+    found = []
+    line = locate(file, c.element_id)
+    if not c.message_variable:
+        found.append(Finding("warning", "payload_dropped",
+                             f"{c.element_id} in {c.process_key} catches {c.message_name!r} without a "
+                             "spiffworkflow:messageVariable: SpiffWorkflow drops the payload", file, line,
+                             c.element_id))
+    keys = catalog.processes[c.process_key].correlation_keys
+    have = {p.name for p in c.properties}
+    for key in sorted({k for p in c.properties for k in p.keys}):
+        missing = [prop for prop in keys.get(key, []) if prop not in have]
+        if missing:
+            found.append(Finding("warning", "missing_retrieval_expression",
+                                 f"message {c.message_name!r} has no retrieval expression for "
+                                 f"{', '.join(missing)} of correlation key {key!r}: it can never match a value "
+                                 "established for the whole key", file, line, c.element_id))
+    return found
