@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -52,6 +54,7 @@ def serve(bpmn_dir: str, database_url: str, host: str, port: int, workers: int, 
     for name, value in settings.items():
         os.environ[PREFIX + name] = value  # workers are spawned processes: settings travel as environment
     _check_before_serving()
+    metrics_dir = _metrics_dir()
     config = Config()
     config.application_path = "quart_spiff_messages.app:create_app()"
     config.bind = [f"{host}:{port}"]
@@ -59,7 +62,21 @@ def serve(bpmn_dir: str, database_url: str, host: str, port: int, workers: int, 
     config.accesslog = "-"
     config.errorlog = "-"
     click.echo(f"serving {bpmn_dir} on http://{host}:{port}{url_prefix} (database {_safe(database_url)})", err=True)
-    sys.exit(run(config))
+    try:
+        code = run(config)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    sys.exit(code)
+
+
+def _metrics_dir() -> str | None:
+    """Workers write their metrics to files in a folder of this run's own, so /metrics sums every worker."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None  # the operator's own folder: theirs to clean
+    path = tempfile.mkdtemp(prefix="spiff-messages-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
 
 
 def _check_before_serving() -> None:

@@ -31,6 +31,7 @@ class Settings:
     max_payload_bytes: int = 1024 * 1024
     max_payload_depth: int = 32
     api_keys: tuple[str, ...] = ()  # empty: no key needed
+    metrics_path: str = "/metrics"  # empty: no metrics endpoint
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> Settings:
@@ -66,6 +67,7 @@ class Settings:
             url_prefix=prefix,
             max_ttl_seconds=max_ttl,
             openapi=_bool(get("OPENAPI", True)),
+            metrics_path=_path(config.get(PREFIX + "METRICS_PATH", "/metrics")),
         )
 
 
@@ -77,6 +79,12 @@ def _number(name: str, value: Any) -> float:
     if number < 0:
         raise ConfigError(f"{PREFIX}{name} must be 0 or more")
     return number
+
+
+def _path(value: Any) -> str:
+    """A URL path ("" switches the endpoint off)."""
+    path = str(value or "").strip().rstrip("/")
+    return path if not path or path.startswith("/") else "/" + path
 
 
 def _bool(value: Any) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 from quart import Quart, Request, current_app
 from quart_schema import Info, QuartSchema
 
-from .api import create_blueprint
+from .api import create_blueprint, create_metrics_blueprint
 from .catalog import Catalog
 from .config import Settings
 from .engine import Engine
@@ -76,6 +76,8 @@ class SpiffMessages:
                           if self.authorize is not None else True)
         app.extensions[EXTENSION_KEY] = state
         app.register_blueprint(create_blueprint(settings), url_prefix=settings.url_prefix or None)
+        if settings.metrics_path:
+            app.register_blueprint(create_metrics_blueprint(settings))
         if settings.openapi and "QUART_SCHEMA" not in app.extensions:
             QuartSchema(
                 app,

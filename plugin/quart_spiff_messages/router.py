@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,10 +20,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
+from . import metrics
 from .catalog import Catalog, ProcessEntry, StartPoint
 from .correlation import KeyValue, canonical, key_values
 from .engine import Engine, Instance
-from .names import ScopedName, parse_modified_name
+from .names import InvalidName, ScopedName, parse_modified_name
 from .store import Busy, MessageFilter, MessageInstance, Page, ProcessInstance, Store, Tx
 from .store import WaitRow as _WaitRow
 
@@ -36,6 +38,9 @@ MAX_OUTBOX_PER_REQUEST = 1000
 # Rows the expiry sweep changes per transaction: a delivery that arrives meanwhile waits for at most one batch.
 SWEEP_BATCH = 500
 SWEEP_PAUSE_SECONDS = 0.02
+# Outcome kinds as metric results (a replayed outcome counts as "replayed").
+_RESULTS = {"delivered": "delivered", "started": "started", "buffered": "buffered", "not_accepted": "not_accepted",
+            "process_error": "error"}
 
 
 class RouterError(Exception):
@@ -142,6 +147,22 @@ class Router:
     async def send_message(self, modified_name: str, payload: Mapping[str, Any], *, ttl: int = 0,
                            message_instance_uuid: str | None = None) -> Outcome:
         """Route one message. With ``ttl`` > 0 a message nobody takes now is kept until a receiver waits."""
+        started, result = time.perf_counter(), "error"
+        try:
+            outcome = await self._send(modified_name, payload, ttl, message_instance_uuid)
+            result = "replayed" if outcome.replayed else _RESULTS.get(outcome.kind, "error")
+            return outcome
+        except MessageInstanceUuidConflict:
+            result = "conflict"
+            raise
+        except (RouterError, InvalidName) as exc:
+            result = "invalid" if getattr(exc, "status", 400) < 500 else "error"
+            raise
+        finally:
+            metrics.observe_send(result, time.perf_counter() - started)
+
+    async def _send(self, modified_name: str, payload: Mapping[str, Any], ttl: int,
+                    message_instance_uuid: str | None) -> Outcome:
         scoped = parse_modified_name(modified_name)
         if not 0 <= ttl <= self.max_ttl_seconds:
             raise InvalidTimeToLive(f"time_to_live_in_seconds must be between 0 and {self.max_ttl_seconds}")
@@ -251,6 +272,7 @@ class Router:
         expired = purged = 0
         while True:
             n = await self.store.run(lambda tx: tx.expire_ready_messages(batch))
+            metrics.observe_expired(n)
             expired += n
             if n < batch:
                 break
@@ -302,6 +324,11 @@ class Router:
             return row, self.engine.task_data(inst), [w.as_json() for w in self.engine.waits(inst)]
 
         return await self.store.read(view)
+
+    async def metrics(self) -> bytes:
+        """The Prometheus text exposition, gauges counted in the database now."""
+        buffered, waiting = await self.store.read(lambda tx: tx.gauges())
+        return metrics.exposition(buffered, waiting)
 
     async def list_messages(self, flt: MessageFilter, page: int, per_page: int) -> Page:
         return await self.store.read(lambda tx: tx.list_messages(flt, page, per_page))

@@ -15,9 +15,11 @@ from quart_schema import (
     document_querystring,
     document_request,
     document_response,
+    hide,
 )
 from werkzeug.exceptions import HTTPException
 
+from .. import metrics as metrics_text
 from ..config import Settings
 from ..names import InvalidName, parse_modified_name
 from ..router import Outcome, RouterError
@@ -88,6 +90,7 @@ ACTIONS = {
     "start_process": "start_process",
     "show_instance": "read_process_instance",
     "list_instances": "list_process_instances",
+    "metrics": "read_metrics",
 }
 
 
@@ -269,13 +272,34 @@ def create_blueprint(settings: Settings) -> Blueprint:
                                                      per_page=q.per_page)
         return _ok(views.page_json(page, [views.instance_json(r) for r in page.rows]))
 
+    _error_handlers(bp)
+    return bp
+
+
+def create_metrics_blueprint(settings: Settings) -> Blueprint:
+    """``GET /metrics`` (the path is ``SPIFF_MESSAGES_METRICS_PATH``), outside the API prefix as Prometheus expects."""
+    bp = Blueprint("spiff_messages_metrics", __name__)
+
+    @bp.before_request
+    async def _access() -> None:
+        await check_access("read_metrics")
+
+    @bp.get(settings.metrics_path)
+    @hide
+    async def metrics() -> Response:
+        return Response(await _state().router.metrics(), content_type=metrics_text.CONTENT_TYPE)
+
+    _error_handlers(bp)
+    return bp
+
+
+def _error_handlers(bp: Blueprint) -> None:
     bp.register_error_handler(errors.ApiError, errors.on_api_error)
     bp.register_error_handler(RouterError, errors.on_router_error)
     bp.register_error_handler(InvalidName, errors.on_invalid_name)
     bp.register_error_handler(RequestSchemaValidationError, errors.on_validation_error)
     bp.register_error_handler(HTTPException, errors.on_http_error)
     bp.register_error_handler(Exception, errors.on_unexpected)
-    return bp
 
 
 def _csv(value: str | None) -> list[str] | None:

@@ -417,6 +417,14 @@ class Tx:
                 found.setdefault(m.id, m)
         return list(found.values())
 
+    def gauges(self) -> tuple[int, int]:
+        """(buffered messages, waiting catch points) for the metrics."""
+        buffered = self.session.execute(
+            select(func.count()).select_from(MessageInstance).where(MessageInstance.status == "ready")).scalar_one()
+        waits = select(Subscription.process_instance_id, Subscription.task_id).distinct().subquery()
+        waiting = self.session.execute(select(func.count()).select_from(waits)).scalar_one()
+        return int(buffered), int(waiting)
+
     def list_messages(self, flt: MessageFilter, page: int, per_page: int) -> Page:
         cond: list[Any] = []
         if flt.name:
