@@ -86,7 +86,7 @@ class SpiffMessages:
                 redoc_ui_path=None,
                 scalar_ui_path=None,
                 info=Info(title="quart-spiff-messages", version=_version(),
-                          description="Send BPMN messages into SpiffWorkflow process instances."),
+                          description=_description(settings)),
             )
 
         @app.before_serving
@@ -178,6 +178,14 @@ class SpiffMessages:
     async def start_process(self, process_id: str, data: Mapping[str, Any] | None = None) -> Outcome:
         """Start ``process_id`` (``group:process_id`` in a group) through its plain start event."""
         return await self.router.start_process(process_id, data or {})
+
+
+def _description(settings: Settings) -> str:
+    text = "Send BPMN messages into SpiffWorkflow process instances.\n\n" \
+           f"Operators: the [messages page]({settings.url_prefix}/messages-page) lists every message with its status"
+    if settings.metrics_path:
+        text += f"; Prometheus metrics are at [{settings.metrics_path}]({settings.metrics_path})"
+    return text + "."
 
 
 def _version() -> str:

@@ -6,10 +6,12 @@ import hmac
 import inspect
 import json as stdjson
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 from pydantic import BaseModel, ValidationError
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, current_app, render_template, request
 from quart_schema import (
     RequestSchemaValidationError,
     document_querystring,
@@ -23,7 +25,7 @@ from .. import metrics as metrics_text
 from ..config import Settings
 from ..names import InvalidName, parse_modified_name
 from ..router import Outcome, RouterError
-from ..store import MessageFilter
+from ..store import MESSAGE_STATUSES, MessageFilter
 from . import errors, schemas, views
 
 M = TypeVar("M", bound=BaseModel)
@@ -85,6 +87,7 @@ ACTIONS = {
     "send_message": "send_message",
     "cancel_message": "cancel_message",
     "list_messages": "list_messages",
+    "messages_page": "list_messages",
     "search_messages": "list_messages",
     "message_models": "read_message_models",
     "start_process": "start_process",
@@ -162,7 +165,7 @@ def _outcome(outcome: Outcome) -> Response:
 
 
 def create_blueprint(settings: Settings) -> Blueprint:
-    bp = Blueprint("spiff_messages", __name__)
+    bp = Blueprint("spiff_messages", __name__, template_folder=str(Path(__file__).parent.parent / "templates"))
     max_ttl = settings.max_ttl_seconds
 
     @bp.before_request
@@ -225,6 +228,28 @@ def create_blueprint(settings: Settings) -> Blueprint:
                             process_instance_id=body.process_instance_id, created_after=body.created_after,
                             created_before=body.created_before)
         return await _message_page(flt, q.page, q.per_page)
+
+    @bp.get("/messages-page")
+    @hide
+    async def messages_page() -> str:
+        """The messages page for operators: newest first, filters by status and name, paged."""
+        q = _query(schemas.MessageListQuery)
+        flt = MessageFilter(name=q.name or None, statuses=_csv(q.status), message_types=_csv(q.message_type),
+                            process_instance_id=q.process_instance_id)
+        state = _state()
+        result = await state.router.list_messages(flt, q.page, q.per_page)
+        now = state.clock()
+
+        def page_url(number: int) -> str:
+            return "?" + urlencode({**{k: v for k, v in request.args.items() if v}, "page": number})
+
+        return await render_template(
+            "spiff_messages/messages.html",
+            rows=[views.page_row(r, now, settings.url_prefix) for r in result.rows],
+            statuses=MESSAGE_STATUSES, status=q.status or "", name=q.name, per_page=q.per_page,
+            total=result.total, page=q.page, pages=result.pages,
+            newer_url=page_url(q.page - 1) if q.page > 1 else None,
+            older_url=page_url(q.page + 1) if q.page < result.pages else None)
 
     @bp.get("/message-models")
     @document_response(schemas.MessageModelsOut, 200)

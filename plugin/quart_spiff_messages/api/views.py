@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from datetime import datetime, timezone
 from typing import Any
 
 from ..names import modified
@@ -58,3 +60,32 @@ def instance_json(row: ProcessInstance) -> dict[str, Any]:
 
 def page_json(page: Page, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"results": rows, "pagination": {"count": len(rows), "total": page.total, "pages": page.pages}}
+
+
+def _time_left(expires_at: float | None, status: str, now: float) -> str:
+    if expires_at is None or status != "ready":
+        return ""
+    left = math.ceil(expires_at - now)
+    if left <= 0:
+        return "expired"
+    minutes, seconds = divmod(left, 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def page_row(row: MessageInstance, now: float, url_prefix: str) -> dict[str, Any]:
+    """One message as the messages page shows it (the template escapes every value)."""
+    return {
+        "id": row.id,
+        "created": datetime.fromtimestamp(row.created_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+        "status": row.status,
+        "message_type": row.message_type,
+        "name": row.name,
+        "group": row.scope,
+        "correlation_keys": json.dumps(row.correlation_keys, indent=1) if row.correlation_keys else "",
+        "payload": json.dumps(row.payload, indent=1, ensure_ascii=False),
+        "process_instance_id": row.process_instance_id,
+        "instance_url": f"{url_prefix}/process-instances/{row.process_instance_id}"
+        if row.process_instance_id is not None else None,
+        "failure_cause": row.failure_cause,
+        "time_left": _time_left(row.expires_at, row.status, now),
+    }

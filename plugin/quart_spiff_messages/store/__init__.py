@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session
 
 from ..correlation import KeyValue
 from . import db
-from .models import MessageInstance, MessageKey, ProcessInstance, ProcessSpec, Subscription
+from .models import MESSAGE_STATUSES, MessageInstance, MessageKey, ProcessInstance, ProcessSpec, Subscription
 from .sqlite import SqliteStore
 
-__all__ = ["Busy", "MessageFilter", "MessageInstance", "Page", "ProcessInstance", "Store", "Subscription", "Tx"]
+__all__ = ["MESSAGE_STATUSES", "Busy", "MessageFilter", "MessageInstance", "Page", "ProcessInstance", "Store",
+           "Subscription", "Tx"]
 
 Clock = Callable[[], float]
 T = TypeVar("T")
