@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -54,6 +56,7 @@ def serve(bpmn_dir: str, database_url: str, host: str, port: int, workers: int, 
     for name, value in settings.items():
         os.environ[PREFIX + name] = value  # workers are spawned processes: settings travel as environment
     _check_before_serving()
+    _reload_on_sighup(settings["BPMN_DIR"], database_url)
     metrics_dir = _metrics_dir()
     config = Config()
     config.application_path = "quart_spiff_messages.app:create_app()"
@@ -68,6 +71,43 @@ def serve(bpmn_dir: str, database_url: str, host: str, port: int, workers: int, 
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     sys.exit(code)
+
+
+def _reload_on_sighup(bpmn_dir: str, database_url: str) -> None:
+    """SIGHUP checks the folder and, if it loads, asks the workers to reload (they follow within a second).
+
+    The signal is blocked in every thread and taken by a thread of its own, so Hypercorn's own SIGHUP handler
+    (which restarts the workers, and stops the server when the new folder is broken) never runs.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+
+    def wait_for_sighup() -> None:
+        while True:
+            signal.sigwait({signal.SIGHUP})
+            try:
+                Catalog.load(bpmn_dir)
+                generation = asyncio.run(_request_reload(database_url))
+            except CatalogError as exc:
+                click.echo(f"SIGHUP: reload refused, the workers keep their catalog: {exc}", err=True)
+            except Exception as exc:
+                click.echo(f"SIGHUP: reload could not be requested: {exc!r}", err=True)
+            else:
+                click.echo(f"SIGHUP: catalog generation {generation} requested; workers reload within a second",
+                           err=True)
+
+    threading.Thread(target=wait_for_sighup, name="spiff-messages-sighup", daemon=True).start()
+
+
+async def _request_reload(database_url: str) -> int:
+    import time
+
+    from .store import Store
+
+    store = Store(database_url, time.time)
+    try:
+        return await store.run(lambda tx: tx.bump_catalog_generation())
+    finally:
+        await store.dispose()
 
 
 def _metrics_dir() -> str | None:
@@ -106,6 +146,21 @@ def check_command(bpmn_dir: str, as_json: bool) -> None:
     report = check(bpmn_dir)
     click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.as_text())
     sys.exit(0 if report.ok else 1)
+
+
+@main.command("reload")
+@_option("DATABASE_URL", "--database-url", default=DEFAULT_DATABASE_URL, show_default=True)
+@_option("BPMN_DIR", "--bpmn-dir", type=click.Path(exists=True, file_okay=False),
+         help="Check that this folder loads before asking (recommended).")
+def reload_command(database_url: str, bpmn_dir: str | None) -> None:
+    """Ask every worker serving DATABASE_URL, on every host, to reload its BPMN folder (within a second)."""
+    if bpmn_dir:
+        try:
+            Catalog.load(bpmn_dir)
+        except CatalogError as exc:
+            raise click.ClickException(f"reload not requested: {exc}") from exc
+    generation = asyncio.run(_request_reload(database_url))
+    click.echo(f"catalog generation {generation} requested; workers reload within a second")
 
 
 @main.group()

@@ -12,14 +12,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from quart import Quart, Request, current_app
 from quart_schema import Info, QuartSchema
 
 from .api import create_blueprint, create_metrics_blueprint
-from .catalog import Catalog
+from .catalog import Catalog, CatalogError
 from .config import Settings
 from .engine import Engine
 from .router import Outcome, Router
@@ -41,6 +41,8 @@ class _AppState:
     _router: Router | None = None
     _store: Store | None = None
     sweeper: asyncio.Task[None] | None = None
+    generation: int = 0  # the catalog generation this process has loaded
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def router(self) -> Router:
@@ -53,6 +55,50 @@ class _AppState:
         if self._store is None:
             raise RuntimeError("quart-spiff-messages is not started: run inside the app (before_serving)")
         return self._store
+
+    async def reload(self, announce: bool = True) -> Reloaded:
+        """Load the BPMN folder again and swap the catalog; a folder that does not load changes nothing.
+
+        ``announce`` bumps the catalog generation in the database, so every other worker (and host) follows.
+        """
+        async with self.reload_lock:
+            generation = await self.store.read(lambda tx: tx.catalog_generation())
+            catalog = await asyncio.to_thread(Catalog.load, self.settings.bpmn_dir)  # raises CatalogError
+            await _save_specs(self.store, self.router.engine, catalog)
+            if announce:
+                generation = await self.store.run(lambda tx: tx.bump_catalog_generation())
+            router = self.router.with_catalog(catalog)
+            self._router, self.generation = router, generation
+        started = await router.start_buffered()
+        log.info("catalog generation %d loaded: %d processes, %d messages; %d buffered messages started",
+                 generation, len(catalog.processes), len(catalog.messages), started)
+        return Reloaded(generation, len(catalog.processes), len(catalog.messages), started)
+
+    async def follow_reloads(self) -> None:
+        """Reload when another process asked for it (SIGHUP to serve, ``spiff-messages reload``, another worker)."""
+        generation = await self.store.read(lambda tx: tx.catalog_generation())
+        if generation != self.generation:
+            try:
+                await self.reload(announce=False)
+            except CatalogError as exc:
+                self.generation = generation  # reported once; the next reload request tries again
+                log.error("catalog reload %d refused, the old catalog stays: %s", generation, exc)
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    generation: int
+    processes: int
+    messages: int
+    buffered_started: int
+
+
+async def _save_specs(store: Store, engine: Engine, catalog: Catalog) -> None:
+    """Store each spec version once, so instances resume on the spec they started with after a change."""
+    missing = await store.missing_specs((p.key, p.spec_version) for p in catalog.processes.values())
+    if missing:
+        await store.save_specs((p.key, p.spec_version, engine.dump_spec(p))
+                               for p in catalog.processes.values() if (p.key, p.spec_version) in missing)
 
 
 class SpiffMessages:
@@ -108,11 +154,9 @@ class SpiffMessages:
         try:
             await store.upgrade()
             engine = Engine()
-            missing = await store.missing_specs((p.key, p.spec_version) for p in catalog.processes.values())
-            if missing:
-                await store.save_specs(
-                    (p.key, p.spec_version, engine.dump_spec(p))
-                    for p in catalog.processes.values() if (p.key, p.spec_version) in missing)
+            await _save_specs(store, engine, catalog)
+            state.generation = await store.read(lambda tx: tx.catalog_generation())
+            state.reload_lock = asyncio.Lock()  # this serving loop's own
         except BaseException:
             await store.dispose()
             raise
@@ -129,6 +173,7 @@ class SpiffMessages:
         retention = settings.retention_days * 86400 if settings.retention_days is not None else None
         while True:
             try:
+                await state.follow_reloads()
                 await state.router.sweep(retention_seconds=retention)
             except asyncio.CancelledError:
                 raise
@@ -170,6 +215,10 @@ class SpiffMessages:
         a ``message_instance_uuid`` sent again returns the stored outcome.
         """
         return await self.router.send_message(name, payload, ttl=ttl, message_instance_uuid=message_instance_uuid)
+
+    async def reload(self) -> Reloaded:
+        """Reload the BPMN folder in this process and ask every other worker to follow (CatalogError if broken)."""
+        return await self._state().reload()
 
     async def cancel_message(self, message_instance_uuid: str) -> Any:
         """Cancel a buffered message."""

@@ -483,6 +483,48 @@ class Router:
                 continue
             queue.extend(more.outbox)
 
+    def with_catalog(self, catalog: Catalog) -> Router:
+        """A router for a reloaded catalog. A request keeps the router it started with, so it sees one catalog."""
+        router = Router(catalog, self.engine, self.store, self.max_ttl_seconds)
+        router._old_specs = self._old_specs  # spec versions never change: share what is loaded
+        return router
+
+    async def start_buffered(self) -> int:
+        """Start the processes whose Message Start Events take buffered messages (after a reload added some).
+
+        Oldest first, each message in its own transaction, claimed by compare-and-set: several workers may run this
+        at once. Returns how many messages were taken.
+        """
+        names = sorted(self.catalog.starts)
+        candidates = await self.store.read(lambda tx: tx.ready_messages_named(names)) if names else []
+        taken = 0
+        for message_id, name, scope in candidates:
+            scoped = ScopedName(scope, name)
+            if self._pick_start(scoped) is None:
+                continue
+            work = _Work([])
+
+            def attempt(tx: Tx, message_id: int = message_id, scoped: ScopedName = scoped,
+                        work: _Work = work) -> bool:
+                work.outbox.clear()
+                msg = tx.claim_message(message_id)
+                if msg is None:
+                    return False
+                live = msg.expires_at is None or msg.expires_at > tx.now
+                if not live or self._route(tx, msg, scoped, work) is None:
+                    tx.set_message(msg, status="ready")
+                    return False
+                tx.drop_message_keys(msg.id)
+                return True
+
+            try:
+                taken += await self.store.run(attempt)
+            except Busy:
+                log.warning("buffered message %s stays ready: its receiver stayed busy", message_id)
+                continue
+            await self._flush(work)
+        return taken
+
     async def recover(self) -> int:
         """Route messages processes threw before a crash cut their request short (at start-up; CAS-safe)."""
         pending = await self.store.read(lambda tx: tx.unrouted_thrown_messages())

@@ -22,6 +22,7 @@ from quart_schema import (
 from werkzeug.exceptions import HTTPException
 
 from .. import metrics as metrics_text
+from ..catalog import CatalogError
 from ..config import Settings
 from ..names import InvalidName, parse_modified_name
 from ..router import Outcome, RouterError
@@ -94,6 +95,7 @@ ACTIONS = {
     "show_instance": "read_process_instance",
     "list_instances": "list_process_instances",
     "metrics": "read_metrics",
+    "reload_catalog": "reload_catalog",
 }
 
 
@@ -256,6 +258,21 @@ def create_blueprint(settings: Settings) -> Blueprint:
     async def message_models() -> Response:
         """The catalog: every message, its correlation properties, the processes it starts and where it is caught."""
         return _ok(_catalog_json(_state().router.catalog))
+
+    @bp.post("/catalog/reload")
+    @document_response(schemas.ReloadOut, 200)
+    @document_response(schemas.Problem, 422)
+    async def reload_catalog() -> Response:
+        """Load the BPMN folder again; every worker follows within a second. Running instances keep the spec they
+        started with; buffered messages that a new Message Start Event takes start it. A folder that does not load
+        is answered `422 catalog_load_error` with the file and line, and the old catalog stays."""
+        try:
+            done = await _state().reload()
+        except CatalogError as exc:
+            raise errors.ApiError(422, "catalog_load_error", str(exc), file=exc.file, line=exc.line,
+                                  element_id=exc.element_id) from exc
+        return _ok({"generation": done.generation, "processes": done.processes, "messages": done.messages,
+                    "buffered_messages_started": done.buffered_started})
 
     @bp.post("/process-instances/<modified_process_id>")
     @document_request(schemas.Payload)

@@ -181,3 +181,11 @@ class MessageModelOut(BaseModel):
 
 class MessageModelsOut(BaseModel):
     messages: list[MessageModelOut]
+
+
+class ReloadOut(BaseModel):
+    generation: int = Field(description="Reloads asked for so far; every worker loads this generation.")
+    processes: int
+    messages: int
+    buffered_messages_started: int = Field(description="Buffered messages that started a process of the new "
+                                           "catalog.")

@@ -20,7 +20,15 @@ from sqlalchemy.orm import Session
 
 from ..correlation import KeyValue
 from . import db
-from .models import MESSAGE_STATUSES, MessageInstance, MessageKey, ProcessInstance, ProcessSpec, Subscription
+from .models import (
+    MESSAGE_STATUSES,
+    CatalogGeneration,
+    MessageInstance,
+    MessageKey,
+    ProcessInstance,
+    ProcessSpec,
+    Subscription,
+)
 from .sqlite import SqliteStore
 
 __all__ = ["MESSAGE_STATUSES", "Busy", "MessageFilter", "MessageInstance", "Page", "ProcessInstance", "Store",
@@ -340,6 +348,14 @@ class Tx:
                 .order_by(MessageInstance.id).limit(limit))
         return list((self.session.execute(stmt)).scalars())
 
+    def ready_messages_named(self, names: Sequence[str], limit: int = 10_000) -> list[tuple[int, str, str]]:
+        """(id, name, scope) of live ready messages with one of ``names``, oldest first."""
+        stmt = (select(MessageInstance.id, MessageInstance.name, MessageInstance.scope)
+                .where(MessageInstance.status == "ready", MessageInstance.name.in_(list(names)),
+                       or_(MessageInstance.expires_at.is_(None), MessageInstance.expires_at > self.now))
+                .order_by(MessageInstance.id).limit(limit))
+        return [(int(i), str(n), str(g)) for i, n, g in self.session.execute(stmt)]
+
     def message_by_uuid(self, key: str) -> MessageInstance | None:
         stmt = select(MessageInstance).where(MessageInstance.message_instance_uuid == key)
         return (self.session.execute(stmt)).scalar_one_or_none()
@@ -417,6 +433,21 @@ class Tx:
             for m in self.session.execute(stmt).scalars():
                 found.setdefault(m.id, m)
         return list(found.values())
+
+    def catalog_generation(self) -> int:
+        """How many reloads have been asked for (0 before the first)."""
+        row = self.session.get(CatalogGeneration, 1)
+        return row.generation if row is not None else 0
+
+    def bump_catalog_generation(self) -> int:
+        """Ask every worker to reload its BPMN folder; returns the new generation."""
+        insert = pg_insert if self.store.dialect == "postgresql" else sqlite_insert
+        stmt = insert(CatalogGeneration).values(id=1, generation=1, requested_at=self.now)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[CatalogGeneration.id],
+            set_={"generation": CatalogGeneration.generation + 1, "requested_at": self.now})
+        result = self.session.execute(stmt.returning(CatalogGeneration.generation))
+        return int(result.scalar_one())
 
     def gauges(self) -> tuple[int, int]:
         """(buffered messages, waiting catch points) for the metrics."""

@@ -105,3 +105,12 @@ class MessageKey(Base):
     values_digest: Mapped[str] = mapped_column(String(40))
 
     __table_args__ = (Index("ix_spiff_message_key_lookup", "message_name", "key_name", "values_digest"),)
+
+
+class CatalogGeneration(Base):
+    """One row: bumped by every reload request; each worker reloads its BPMN folder when it sees it change."""
+
+    __tablename__ = "spiff_catalog_generation"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(Integer)
+    requested_at: Mapped[float] = mapped_column(Double)
