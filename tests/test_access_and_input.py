@@ -113,3 +113,17 @@ async def test_long_names_are_refused(client: Any) -> None:
     resp = await client.post("/v1.0/process-instances/" + "y" * 256, json={})
     assert resp.status_code == 400 and (await resp.get_json())["error_code"] == "invalid_process_id"
     await _nothing_written(client)
+
+
+async def test_the_openapi_document_declares_every_error_answer(client: Any) -> None:
+    document = await (await client.get("/v1.0/openapi.json")).get_json()
+    operations = [op for path in document["paths"].values() for op in path.values()]
+    assert operations and all({"401", "403"} <= set(op["responses"]) for op in operations)
+    send = document["paths"]["/v1.0/messages/{modified_message_name}"]["post"]
+    assert {"200", "202", "400", "409", "413", "503"} <= set(send["responses"])
+    assert set(send["responses"]["400"]["content"]) == {"application/problem+json"}
+    name = next(p for p in send["parameters"] if p["name"] == "modified_message_name")
+    assert name["schema"]["maxLength"] == 255 and "pattern" in name["schema"]
+    show = document["paths"]["/v1.0/process-instances/{instance_id}"]["get"]
+    assert show["parameters"][0]["schema"]["type"] == "integer"
+    assert (await client.get("/v1.0/process-instances/false")).status_code == 404

@@ -19,6 +19,7 @@ from quart import Quart, Request, current_app
 from quart_schema import Info, QuartSchema
 
 from .api import create_blueprint, create_metrics_blueprint
+from .api.openapi import ProblemAwareProvider
 from .catalog import Catalog, CatalogError
 from .config import Settings
 from .engine import Engine
@@ -130,6 +131,7 @@ class SpiffMessages:
                 openapi_path=f"{settings.url_prefix}/openapi.json",
                 swagger_ui_path=f"{settings.url_prefix}/ui",
                 redoc_ui_path=None,
+                openapi_provider_class=ProblemAwareProvider,
                 scalar_ui_path=None,
                 info=Info(title="quart-spiff-messages", version=_version(),
                           description=_description(settings)),

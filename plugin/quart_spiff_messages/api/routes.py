@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import inspect
 import json as stdjson
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -30,6 +30,7 @@ from ..store import MESSAGE_STATUSES, MessageFilter
 from . import errors, schemas, views
 
 M = TypeVar("M", bound=BaseModel)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _state() -> Any:
@@ -123,6 +124,17 @@ async def check_access(action: str) -> None:
         raise errors.ApiError(403, "forbidden", f"not allowed to {action.replace('_', ' ')}")
 
 
+def _problems(*statuses: int) -> Callable[[F], F]:
+    """Document the problem+json answers a route gives (401 and 403 are added to every route)."""
+
+    def document(func: F) -> F:
+        for status in statuses:
+            func = document_response(schemas.Problem, status)(func)
+        return func
+
+    return document
+
+
 def _query(model: type[M]) -> M:
     try:
         return model.model_validate(request.args.to_dict())
@@ -180,8 +192,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
     @document_querystring(schemas.send_query_model(max_ttl))
     @document_response(schemas.DeliveredOut, 200)
     @document_response(schemas.BufferedOut, 202)
-    @document_response(schemas.Problem, 400)
-    @document_response(schemas.Problem, 409)
+    @_problems(400, 409, 413, 503)
     async def send_message(modified_message_name: str) -> Response:
         """Send a message: to the waiting instance that correlates, else to a Message Start Event.
 
@@ -198,8 +209,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
 
     @bp.delete("/messages/<message_instance_uuid>")
     @document_response(schemas.BufferedOut, 200)
-    @document_response(schemas.Problem, 404)
-    @document_response(schemas.Problem, 409)
+    @_problems(400, 404, 409, 503)
     async def cancel_message(message_instance_uuid: str) -> Response:
         """Cancel a buffered message (status `cancelled`, failure cause `cancelled by request`)."""
         msg = await _state().router.cancel_message(message_instance_uuid)
@@ -208,6 +218,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
     @bp.get("/messages")
     @document_querystring(schemas.MessageListQuery)
     @document_response(schemas.MessageListOut, 200)
+    @_problems(400)
     async def list_messages() -> Response:
         """Messages, newest first. `status` and `message_type` take comma-separated values."""
         q = _query(schemas.MessageListQuery)
@@ -219,6 +230,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
     @document_request(schemas.MessageSearch)
     @document_querystring(schemas.PageQuery)
     @document_response(schemas.MessageListOut, 200)
+    @_problems(400, 413)
     async def search_messages() -> Response:
         """Messages matching the filters in the body (what Spiff Arena's UI calls), newest first."""
         q = _query(schemas.PageQuery)
@@ -261,7 +273,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
 
     @bp.post("/catalog/reload")
     @document_response(schemas.ReloadOut, 200)
-    @document_response(schemas.Problem, 422)
+    @_problems(422)
     async def reload_catalog() -> Response:
         """Load the BPMN folder again; every worker follows within a second. Running instances keep the spec they
         started with; buffered messages that a new Message Start Event takes start it. A folder that does not load
@@ -277,6 +289,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
     @bp.post("/process-instances/<modified_process_id>")
     @document_request(schemas.Payload)
     @document_response(schemas.DeliveredOut, 201)
+    @_problems(400, 404, 413, 503)
     async def start_process(modified_process_id: str) -> Response:
         """Start a process through its plain start event; the body is its initial data."""
         try:
@@ -291,18 +304,21 @@ def create_blueprint(settings: Settings) -> Blueprint:
         return _ok({"task_data": outcome.task_data or {},
                     "process_instance": views.instance_json(outcome.instance)}, 201)
 
-    @bp.get("/process-instances/<int:instance_id>")
+    @bp.get("/process-instances/<instance_id>")
     @document_response(schemas.InstanceOut, 200)
-    async def show_instance(instance_id: int) -> Response:
+    @_problems(404)
+    async def show_instance(instance_id: str) -> Response:
         """An instance: status, current data, and the messages it waits for with their correlation values."""
-        if instance_id > schemas.MAX_INT:
-            raise errors.ApiError(404, "process_instance_not_found", f"no process instance {instance_id}")
-        row, data, waits = await _state().router.instance_view(instance_id)
+        number = int(instance_id) if instance_id.isascii() and instance_id.isdigit() else 0
+        if not 1 <= number <= schemas.MAX_INT:
+            raise errors.ApiError(404, "process_instance_not_found", f"no process instance {instance_id!r}")
+        row, data, waits = await _state().router.instance_view(number)
         return _ok({"process_instance": {**views.instance_json(row), "data": data, "waiting_for": waits}})
 
     @bp.get("/process-instances")
     @document_querystring(schemas.InstanceListQuery)
     @document_response(schemas.InstanceListOut, 200)
+    @_problems(400)
     async def list_instances() -> Response:
         """Process instances, newest first."""
         q = _query(schemas.InstanceListQuery)

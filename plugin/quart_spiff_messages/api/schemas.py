@@ -12,7 +12,9 @@ InstanceStatus = Literal["waiting", "user_input_required", "complete", "error"]
 MAX_PER_PAGE = 1000
 MAX_INT = 2**53  # ids, pages and epoch seconds stay far below; larger numbers are refused, not overflowed
 Id = Annotated[int, Field(ge=1, le=MAX_INT)]
-Seconds = Annotated[int, Field(ge=0, le=MAX_INT)]
+# In a JSON body a number must be a number: `false` is not 0 (query strings are text and are converted).
+JsonId = Annotated[int, Field(ge=1, le=MAX_INT, strict=True)]
+JsonSeconds = Annotated[int, Field(ge=0, le=MAX_INT, strict=True)]
 
 
 class Payload(RootModel[dict[str, Any]]):
@@ -36,9 +38,9 @@ class MessageSearch(BaseModel):
     name: str | None = None
     status: list[MessageStatus] | None = None
     message_type: list[MessageType] | None = None
-    process_instance_id: Id | None = None
-    created_after: Seconds | None = None
-    created_before: Seconds | None = None
+    process_instance_id: JsonId | None = None
+    created_after: JsonSeconds | None = None
+    created_before: JsonSeconds | None = None
 
 
 class InstanceListQuery(PageQuery):
