@@ -108,8 +108,8 @@ class SpiffMessages:
     def __init__(self, app: Quart | None = None, *, clock: Clock | None = None,
                  authorize: Authorize | None = None) -> None:
         """``authorize(request, action)`` (optional, may be async) lets the host app allow or refuse (403) each
-        request; actions: send_message, cancel_message, list_messages, read_message_models, start_process,
-        read_process_instance, list_process_instances."""
+        request; actions: send_message, cancel_message, list_messages (the messages page too), read_message_models,
+        start_process, read_process_instance, list_process_instances, reload_catalog, read_metrics."""
         self.app = app
         self.clock: Clock = clock or time.time
         self.authorize = authorize
