@@ -1,0 +1,509 @@
+"""Pages generated from the code at build time, so the reference cannot drift from it.
+
+- ``_generated/http-api.md``: every operation and schema of the OpenAPI document that Quart-Schema builds from
+  the routes (the app is configured, never started: no database is opened, no network is used);
+  ``_generated/extra/openapi.json`` is the document itself, copied to the site's root.
+- ``_generated/error-codes.md``: every ``error_code`` the API answers with, read from the router's exceptions and
+  the API's source.
+- ``_generated/configuration.md``: every ``SPIFF_MESSAGES_*`` key with its type, default and meaning. Defaults
+  come from ``Settings`` and the command's options; meanings come from ``CONFIG_KEYS`` below. The build fails
+  when the code reads a key that ``CONFIG_KEYS`` does not describe, or ``CONFIG_KEYS`` describes one the code no
+  longer reads.
+
+The ``_generated/`` folder is rewritten by every build and is not kept in git.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import json
+import re
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from sphinx.application import Sphinx
+from sphinx.config import Config
+from sphinx.errors import ExtensionError
+
+DOCS = Path(__file__).resolve().parent.parent
+ROOT = DOCS.parent
+GENERATED = DOCS / "_generated"
+EXTRA = GENERATED / "extra"
+
+# -- configuration keys ------------------------------------------------------------------------------------------
+# key (without SPIFF_MESSAGES_) -> (where it is read, type, meaning). "app": app.config, and the environment of
+# `spiff-messages serve`; "serve": an option of `spiff-messages serve` only (environment or command line).
+CONFIG_KEYS: dict[str, tuple[str, str, str]] = {
+    "BPMN_DIR": ("app", "path",
+                 "Folder of `*.bpmn` files to serve. Each sub-folder is a process group (`orders/eu`); the folder "
+                 "itself is the group `\"\"`. A file that does not load stops start-up."),
+    "DATABASE_URL": ("app", "SQLAlchemy URL",
+                     "`sqlite:///file.db` (standard `sqlite3` driver, one writer thread per worker) or "
+                     "`postgresql://user:password@host/db` (driven by asyncpg). The schema is migrated at start-up."),
+    "URL_PREFIX": ("app", "string",
+                   "Where the API blueprint is mounted. `\"\"` mounts it at the root."),
+    "MAX_TTL_SECONDS": ("app", "integer ≥ 0",
+                        "Largest `time_to_live_in_seconds` a send accepts; above it the answer is "
+                        "`400 invalid_time_to_live`."),
+    "OPENAPI": ("app", "boolean",
+                "Serve `openapi.json` and its UI under the prefix. Skipped when the host app already uses "
+                "Quart-Schema. `0`, `false`, `no` and `off` switch it off."),
+    "RETENTION_DAYS": ("app", "number ≥ 0",
+                       "Purge finished messages (`completed`, `cancelled`, `not_accepted`, `failed`) older than "
+                       "this many days. Unset: keep them forever."),
+    "SWEEP_INTERVAL_SECONDS": ("app", "number ≥ 0",
+                               "How often the background task marks expired buffered messages `cancelled` and "
+                               "purges old ones."),
+    "LOCK_TIMEOUT_SECONDS": ("app", "number ≥ 0",
+                             "How long a message waits for a busy instance before `503 instance_busy` with "
+                             "`Retry-After`."),
+    "API_KEY": ("app", "string, or strings separated by commas",
+                "When set, every request needs `SpiffWorkflow-Api-Key: <key>` or `Authorization: Bearer <key>` "
+                "with one of these keys, else `401 unauthorized`. In `app.config` a list or tuple works too."),
+    "MAX_PAYLOAD_BYTES": ("app", "integer ≥ 0",
+                          "Larger request bodies are refused with `413 payload_too_large`."),
+    "MAX_PAYLOAD_DEPTH": ("app", "integer ≥ 0",
+                          "JSON nested deeper is refused with `400 invalid_payload`."),
+    "METRICS_PATH": ("app", "string",
+                     "Path of the Prometheus metrics endpoint, outside the API prefix. `\"\"` removes the "
+                     "endpoint."),
+    "HOST": ("serve", "string", "Address `spiff-messages serve` binds."),
+    "PORT": ("serve", "integer", "Port `spiff-messages serve` binds."),
+    "WORKERS": ("serve", "integer ≥ 1",
+                "Worker processes of `spiff-messages serve` (Hypercorn). With more than one, see "
+                "{doc}`/howto/postgresql`."),
+}
+
+# Settings fields whose name is not the key's, lower-cased.
+_FIELD_OF_KEY = {"API_KEY": "api_keys"}
+
+_KEY_PATTERNS = (
+    re.compile(r'PREFIX\s*\+\s*"([A-Z][A-Z0-9_]*)"'),
+    re.compile(r'\b_option\(\s*"([A-Z][A-Z0-9_]*)"'),
+    re.compile(r"\bSPIFF_MESSAGES_([A-Z][A-Z0-9_]*[A-Z0-9])"),
+)
+_CONFIG_ONLY_PATTERNS = (  # in config.py, the helpers that read a key by its short name
+    re.compile(r'\bget\(\s*"([A-Z][A-Z0-9_]*)"'),
+    re.compile(r'\b_number\(\s*"([A-Z][A-Z0-9_]*)"'),
+)
+
+
+def keys_in_code(package: Path) -> set[str]:
+    """Every SPIFF_MESSAGES_* key the package's source reads or names."""
+    found: set[str] = set()
+    for path in package.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for pattern in _KEY_PATTERNS:
+            found.update(pattern.findall(text))
+        if path.name == "config.py" and path.parent == package:
+            for pattern in _CONFIG_ONLY_PATTERNS:
+                found.update(pattern.findall(text))
+    return found
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if value == "":
+        return '`""`'
+    return f"`{value}`"
+
+
+def _setting_defaults() -> dict[str, str]:
+    from quart_spiff_messages.config import Settings
+
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(Settings):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            out[f.name] = "(required)"
+        else:
+            value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            out[f.name] = "(none)" if value is None or value == () else _literal(value)
+    out["retention_days"] = "(keep forever)" if out.get("retention_days") == "(none)" else out["retention_days"]
+    return out
+
+
+def _serve_defaults() -> dict[str, str]:
+    """Defaults of the options of `spiff-messages serve`, by the key of their environment variable."""
+    from quart_spiff_messages.cli import main
+    from quart_spiff_messages.config import PREFIX
+
+    out: dict[str, str] = {}
+    serve = main.commands["serve"]  # type: ignore[attr-defined]
+    for param in serve.params:
+        envvar = getattr(param, "envvar", None)
+        if isinstance(envvar, str) and envvar.startswith(PREFIX):
+            out[envvar[len(PREFIX):]] = "(required)" if param.required else _literal(param.default)
+    return out
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def configuration_page() -> str:
+    import quart_spiff_messages
+    from quart_spiff_messages.config import Settings
+
+    package = Path(quart_spiff_messages.__file__).resolve().parent
+    in_code = keys_in_code(package)
+    undocumented = sorted(in_code - set(CONFIG_KEYS))
+    stale = sorted(set(CONFIG_KEYS) - in_code)
+    if undocumented or stale:
+        problems = []
+        if undocumented:
+            problems.append("read by the code but not described in docs/_ext/spiff_docs.py CONFIG_KEYS: "
+                            + ", ".join("SPIFF_MESSAGES_" + k for k in undocumented))
+        if stale:
+            problems.append("described in CONFIG_KEYS but no longer in the code: "
+                            + ", ".join("SPIFF_MESSAGES_" + k for k in stale))
+        raise ExtensionError("configuration reference out of date: " + "; ".join(problems))
+
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    settings_defaults = _setting_defaults()
+    serve_defaults = _serve_defaults()
+    app_rows, serve_rows = [], []
+    for key, (where, kind, meaning) in CONFIG_KEYS.items():
+        if where == "app":
+            field = _FIELD_OF_KEY.get(key, key.lower())
+            if field not in fields:
+                raise ExtensionError(f"SPIFF_MESSAGES_{key}: no Settings field {field!r} to read its default from")
+            default = settings_defaults[field]
+            if key in serve_defaults and serve_defaults[key] != default:
+                default += f" (`spiff-messages serve`: {serve_defaults[key]})"
+            app_rows.append(f"| `SPIFF_MESSAGES_{key}` | {_cell(kind)} | {_cell(default)} | {_cell(meaning)} |")
+        else:
+            if key not in serve_defaults:
+                raise ExtensionError(f"SPIFF_MESSAGES_{key}: not an option of spiff-messages serve")
+            serve_rows.append(f"| `SPIFF_MESSAGES_{key}` | {_cell(kind)} | {_cell(serve_defaults[key])} "
+                              f"| {_cell(meaning)} |")
+    header = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    return "\n".join([
+        "(config-app-keys)=",
+        "## Keys of `app.config`",
+        "",
+        "Read by `SpiffMessages(app)` / `init_app(app)` from `app.config`, and by `spiff-messages serve` from "
+        "the environment. An empty string counts as unset.",
+        "",
+        *header, *app_rows,
+        "",
+        "(config-serve-keys)=",
+        "## Keys of `spiff-messages serve` only",
+        "",
+        "Options of the command; each also reads its environment variable.",
+        "",
+        *header, *serve_rows,
+        "",
+    ])
+
+
+# -- the OpenAPI document ----------------------------------------------------------------------------------------
+def build_app() -> Any:
+    """A Quart app with the extension mounted on the repository's BPMN fixtures; never started."""
+    from quart import Quart
+
+    from quart_spiff_messages import SpiffMessages
+
+    app = Quart("quart_spiff_messages_docs")
+    database = Path(tempfile.gettempdir()) / "quart-spiff-messages-docs-unused.db"
+    app.config.update({
+        "SPIFF_MESSAGES_BPMN_DIR": str(ROOT / "bpmn_fixtures"),
+        "SPIFF_MESSAGES_DATABASE_URL": f"sqlite:///{database}",
+    })
+    SpiffMessages(app)
+    return app
+
+
+def openapi_document(app: Any) -> dict[str, Any]:
+    from quart_spiff_messages.config import Settings
+
+    path = f"{Settings.from_mapping(app.config).url_prefix}/openapi.json"
+
+    async def fetch() -> Any:
+        response = await app.test_client().get(path)
+        if response.status_code != 200:
+            raise ExtensionError(f"GET {path} answered {response.status_code}")
+        return await response.get_json()
+
+    document: dict[str, Any] = asyncio.run(fetch())
+    return document
+
+
+def _actions(app: Any) -> dict[tuple[str, str], str]:
+    """(method, OpenAPI path) -> the action the route asks `authorize(request, action)` for."""
+    from quart_spiff_messages.api import routes
+
+    out: dict[tuple[str, str], str] = {}
+    for rule in app.url_map.iter_rules():
+        blueprint, _, name = rule.endpoint.rpartition(".")
+        if not blueprint.startswith("spiff_messages"):
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        action = routes.ACTIONS.get(name, name)
+        for method in rule.methods or ():
+            out[(method.lower(), path)] = action
+    return out
+
+
+class _Schemas:
+    """Named schemas: the document's components, and the titled objects inlined in operations."""
+
+    def __init__(self, components: dict[str, Any]) -> None:
+        self.named: dict[str, dict[str, Any]] = dict(components)
+
+    @staticmethod
+    def label(name: str) -> str:
+        return "api-schema-" + name.lower()
+
+    def link(self, name: str) -> str:
+        return f"{{ref}}`{name} <{self.label(name)}>`"
+
+    def name_of(self, schema: dict[str, Any]) -> str | None:
+        """The name of a body schema: a reference, or an object with a title (registered when first seen)."""
+        ref = schema.get("$ref")
+        if ref:
+            return str(ref).rsplit("/", 1)[-1]
+        title = schema.get("title")
+        if title and schema.get("type") == "object":
+            self.named.setdefault(str(title), schema)
+            return str(title)
+        return None
+
+    def type_of(self, schema: dict[str, Any]) -> str:
+        if "$ref" in schema:
+            return self.link(str(schema["$ref"]).rsplit("/", 1)[-1])
+        for combinator in ("anyOf", "oneOf"):
+            if combinator in schema:
+                options = schema[combinator]
+                nullable = any(o.get("type") == "null" for o in options)
+                kinds = [self.type_of(o) for o in options if o.get("type") != "null"]
+                text = " or ".join(kinds) or "null"
+                return f"{text} or null" if nullable and kinds else text
+        if "allOf" in schema and len(schema["allOf"]) == 1:
+            return self.type_of(schema["allOf"][0])
+        if "const" in schema:
+            return f"`{json.dumps(schema['const'])}`"
+        if "enum" in schema:
+            return "one of " + ", ".join(f"`{json.dumps(v)}`" for v in schema["enum"])
+        kind = schema.get("type")
+        if kind == "array":
+            return "array of " + self.type_of(schema.get("items", {}))
+        if kind == "object" and schema.get("properties") and schema.get("title"):
+            return self.link(self.name_of(schema) or "object")
+        if isinstance(kind, list):
+            return " or ".join(str(k) for k in kind)
+        text = str(kind) if kind else "any JSON"
+        low, high = schema.get("minimum"), schema.get("maximum")
+        if low is not None and high is not None:
+            text += f", {low} to {high}"
+        elif low is not None:
+            text += f", ≥ {low}"
+        elif high is not None:
+            text += f", ≤ {high}"
+        if "pattern" in schema and schema["pattern"].startswith("^[0-9a-fA-F]{8}-"):
+            text += " (UUID)"
+        return text
+
+    @staticmethod
+    def default_of(schema: dict[str, Any]) -> str:
+        if "default" not in schema:
+            return ""
+        return f"`{json.dumps(schema['default'])}`"
+
+
+def _text(value: Any) -> str:
+    return inspect.cleandoc(str(value)) if value else ""
+
+
+def _heading_for(path: str, prefix: str) -> str:
+    rest = path[len(prefix):] if prefix and path.startswith(prefix) else path
+    segment = rest.strip("/").split("/", 1)[0] or "root"
+    return segment.replace("-", " ").replace("_", " ").capitalize()
+
+
+def http_api_page(document: dict[str, Any], actions: dict[tuple[str, str], str], prefix: str) -> str:
+    schemas = _Schemas(document.get("components", {}).get("schemas", {}))
+    lines: list[str] = []
+    info = document.get("info", {})
+    lines += [f"OpenAPI {document.get('openapi', '')}, `{info.get('title', '')}` version {info.get('version', '')}.",
+              ""]
+    methods_order = ("get", "post", "put", "patch", "delete")
+    groups: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+    for path in sorted(document.get("paths", {})):
+        ops = document["paths"][path]
+        for method in sorted(ops, key=lambda m: methods_order.index(m) if m in methods_order else 99):
+            groups.setdefault(_heading_for(path, prefix), []).append((method, path, ops[method]))
+
+    for group, operations in groups.items():
+        lines += [f"## {group}", ""]
+        for method, path, op in operations:
+            lines += _operation(method, path, op, actions.get((method, path)), schemas)
+
+    lines += ["(api-schemas)=", "## Schemas", "",
+              "The bodies named above. Fields may be added to answers in later versions, never removed.", ""]
+    done: set[str] = set()
+    while True:  # rendering a schema may name inline schemas not seen yet
+        pending = sorted(set(schemas.named) - done)
+        if not pending:
+            break
+        for name in pending:
+            done.add(name)
+            lines += _schema(name, schemas.named[name], schemas)
+    return "\n".join(lines) + "\n"
+
+
+def _operation(method: str, path: str, op: dict[str, Any], action: str | None, schemas: _Schemas) -> list[str]:
+    label = "api-" + re.sub(r"[^a-z0-9]+", "-", f"{method} {path}".lower()).strip("-")
+    lines = [f"({label})=", f"### `{method.upper()} {path}`", ""]
+    summary, description = _text(op.get("summary")), _text(op.get("description"))
+    if summary and description and not summary.endswith((".", "!", "?", ":")):
+        # Quart-Schema cuts the docstring after its first line, which may end mid-sentence: join them again
+        summary, description = f"{summary} {description}", ""
+    if summary:
+        lines += [summary, ""]
+    if description:
+        lines += [description, ""]
+    if action:
+        lines += [f"Authorization action: `{action}`.", ""]
+    params = op.get("parameters", [])
+    if params:
+        lines += ["| parameter | in | type | required | default | description |", "|---|---|---|---|---|---|"]
+        for p in params:
+            schema = p.get("schema", {})
+            lines.append(f"| `{p['name']}` | {p.get('in', '')} | {_cell(schemas.type_of(schema))} "
+                         f"| {'yes' if p.get('required') else 'no'} | {_cell(schemas.default_of(schema))} "
+                         f"| {_cell(_text(p.get('description') or schema.get('description')))} |")
+        lines.append("")
+    body = op.get("requestBody")
+    if body:
+        for content_type, media in body.get("content", {}).items():
+            schema = media.get("schema", {})
+            name = schemas.name_of(schema)
+            what = schemas.link(name) if name else schemas.type_of(schema)
+            note = _text(schema.get("description"))
+            lines += [f"Request body (`{content_type}`): {what}" + (f". {note}" if note else ""), ""]
+    responses = op.get("responses", {})
+    if responses:
+        lines += ["| status | body | description |", "|---|---|---|"]
+        for status in sorted(responses):
+            response = responses[status]
+            bodies = []
+            for content_type, media in response.get("content", {}).items():
+                schema = media.get("schema", {})
+                name = schemas.name_of(schema)
+                bodies.append(f"{schemas.link(name) if name else schemas.type_of(schema)} (`{content_type}`)")
+            lines.append(f"| {status} | {_cell(', '.join(bodies) or '(none)')} "
+                         f"| {_cell(_text(response.get('description')))} |")
+        lines.append("")
+    else:
+        lines += ["The OpenAPI document describes no response body for this operation.", ""]
+    return lines
+
+
+def _schema(name: str, schema: dict[str, Any], schemas: _Schemas) -> list[str]:
+    lines = [f"({schemas.label(name)})=", f"### {name}", ""]
+    description = _text(schema.get("description"))
+    if description:
+        lines += [description, ""]
+    properties = schema.get("properties", {})
+    if not properties:
+        lines += [f"Type: {schemas.type_of({k: v for k, v in schema.items() if k != 'title'})}.", ""]
+        return lines
+    required = set(schema.get("required", []))
+    lines += ["| field | type | required | default | description |", "|---|---|---|---|---|"]
+    for field, prop in properties.items():
+        lines.append(f"| `{field}` | {_cell(schemas.type_of(prop))} | {'yes' if field in required else 'no'} "
+                     f"| {_cell(schemas.default_of(prop))} | {_cell(_text(prop.get('description')))} |")
+    lines.append("")
+    return lines
+
+
+# -- error codes -------------------------------------------------------------------------------------------------
+ERROR_MEANINGS = {
+    "message_not_accepted": "Nothing in scope waits for the message or starts on it, and it has no time to live. "
+                            "The message is kept with status `not_accepted` and this reason.",
+    "process_error": "A script or expression failed while the instance ran; the instance is stored in `error` "
+                     "and the body names the task.",
+    "message_instance_uuid_conflict": "The `message_instance_uuid` is already used by a message with another "
+                                      "name or payload.",
+    "message_instance_uuid_required": "`time_to_live_in_seconds` is above 0 without a `message_instance_uuid`.",
+    "invalid_message_instance_uuid": "The `message_instance_uuid` is not a canonical UUID.",
+    "invalid_time_to_live": "`time_to_live_in_seconds` is not an integer from 0 to `SPIFF_MESSAGES_MAX_TTL_SECONDS`.",
+    "invalid_execution_mode": "`execution_mode` is neither `synchronous` nor `asynchronous`.",
+    "invalid_message_name": "The message name cannot be a name (empty segment, bad characters…).",
+    "invalid_process_id": "The process id cannot be a process id.",
+    "invalid_payload": "The body is not a JSON object, or is nested deeper than `SPIFF_MESSAGES_MAX_PAYLOAD_DEPTH`.",
+    "invalid_query_parameter": "A query parameter does not validate; `field` names it.",
+    "invalid_request": "The body does not validate against its schema.",
+    "payload_too_large": "The body is larger than `SPIFF_MESSAGES_MAX_PAYLOAD_BYTES`.",
+    "unauthorized": "An API key is configured and the request has none, or a wrong one.",
+    "forbidden": "The host app's `authorize(request, action)` refused the request.",
+    "process_not_found": "No process of that id in the catalog.",
+    "process_not_startable": "The process has no plain start event to start it by.",
+    "process_instance_not_found": "No process instance of that id.",
+    "message_not_found": "No message with that `message_instance_uuid`.",
+    "message_not_cancellable": "Only a buffered (`ready`) message can be cancelled.",
+    "instance_busy": "The matching instance stayed locked longer than `SPIFF_MESSAGES_LOCK_TIMEOUT_SECONDS`; "
+                     "retry after `Retry-After` seconds. Nothing was written.",
+    "catalog_load_error": "`POST /catalog/reload`: the BPMN folder does not load; the body has the `file`, "
+                          "`line` and `element_id`, and the old catalog stays.",
+    "internal_server_error": "An unexpected error; it is logged with its traceback.",
+}
+
+
+def _router_errors() -> Iterable[tuple[str, int]]:
+    from quart_spiff_messages.router import RouterError
+
+    stack = list(RouterError.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        yield cls.error_code, int(cls.status)
+
+
+def error_codes_page() -> str:
+    import quart_spiff_messages
+
+    package = Path(quart_spiff_messages.__file__).resolve().parent
+    codes: dict[str, set[int]] = {}
+    for code, status in _router_errors():
+        codes.setdefault(code, set()).add(status)
+    pattern = re.compile(r'\b(?:ApiError|problem)\(\s*(\d{3}),\s*"([a-z_]+)"')
+    for path in sorted((package / "api").rglob("*.py")):
+        for status, code in pattern.findall(path.read_text(encoding="utf-8")):
+            codes.setdefault(code, set()).add(int(status))
+    lines = ["| status | `error_code` | meaning |", "|---|---|---|"]
+    for code in sorted(codes, key=lambda c: (min(codes[c]), c)):
+        statuses = ", ".join(str(s) for s in sorted(codes[code]))
+        lines.append(f"| {statuses} | `{code}` | {_cell(ERROR_MEANINGS.get(code, ''))} |")
+    return "\n".join(lines) + "\n"
+
+
+# -- Sphinx ------------------------------------------------------------------------------------------------------
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+
+
+def generate(app: Sphinx, config: Config) -> None:
+    from quart_spiff_messages.config import Settings
+
+    spiff_app = build_app()
+    document = openapi_document(spiff_app)
+    prefix = Settings.from_mapping(spiff_app.config).url_prefix
+    _write(EXTRA / "openapi.json", json.dumps(document, indent=2, sort_keys=True) + "\n")
+    _write(GENERATED / "http-api.md", http_api_page(document, _actions(spiff_app), prefix))
+    _write(GENERATED / "error-codes.md", error_codes_page())
+    _write(GENERATED / "configuration.md", configuration_page())
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.connect("config-inited", generate, priority=100)  # before Sphinx checks html_extra_path exists
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
