@@ -1,5 +1,9 @@
 """Test fixtures: an app per test on a fresh database (SQLite file, or PostgreSQL when asked for).
 
+They are built on the package's own pytest plugin (``quart_spiff_messages.pytest_plugin``): ``app``, ``ext``,
+``client``, ``clock`` and ``bpmn_dir`` are its ``spiff_*`` fixtures under the names these tests use; the BPMN folder
+is ``bpmn_fixtures/`` (the ``spiff_messages_bpmn_dir`` ini option) or a ``@pytest.mark.bpmn(path)`` marker's.
+
 Set ``SPIFF_MESSAGES_TEST_DATABASE`` to a PostgreSQL URL (``postgresql://postgres@127.0.0.1:5432/test``) to run
 the whole suite against PostgreSQL: a database of its own is created for the session and dropped after it. When
 that server cannot be reached the tests fail if ``CI=true`` and skip otherwise.
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ import pytest
 from quart import Quart
 
 from quart_spiff_messages import SpiffMessages
+from quart_spiff_messages.pytest_plugin import ManualClock, make_spiff_app
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "bpmn_fixtures"
@@ -27,17 +32,7 @@ TABLES = ("spiff_message_key", "spiff_message_instance", "spiff_subscription", "
           "spiff_process_spec")
 
 
-class Clock:
-    """An injectable clock: tests move time instead of sleeping."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+Clock = ManualClock  # an injectable clock: tests move time instead of sleeping
 
 
 def _pg_admin_url() -> str | None:
@@ -77,9 +72,10 @@ def postgres_url() -> Iterator[str | None]:
 
 
 @pytest.fixture
-def database_url(tmp_path: Path, postgres_url: str | None) -> Iterator[str]:
+def spiff_database_url(spiff_database_url: str, postgres_url: str | None) -> Iterator[str]:
+    """The plugin's SQLite file, or the session's PostgreSQL database (emptied after each test)."""
     if postgres_url is None:
-        yield f"sqlite:///{tmp_path / 'messages.db'}"
+        yield spiff_database_url
         return
     yield postgres_url
     try:
@@ -90,41 +86,48 @@ def database_url(tmp_path: Path, postgres_url: str | None) -> Iterator[str]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def database_url(spiff_database_url: str) -> str:
+    return spiff_database_url
 
 
 @pytest.fixture
-def bpmn_dir(request: pytest.FixtureRequest) -> Path:
-    """The BPMN folder the app serves: ``bpmn_fixtures/``, or the folder of a ``@pytest.mark.bpmn(path)`` marker."""
+def clock(spiff_clock: ManualClock) -> ManualClock:
+    return spiff_clock
+
+
+@pytest.fixture
+def spiff_bpmn_dir(request: pytest.FixtureRequest, spiff_bpmn_dir: Path) -> Path:
+    """The folder of a ``@pytest.mark.bpmn(path)`` marker, else the plugin's choice (``bpmn_fixtures/``)."""
     marker = request.node.get_closest_marker("bpmn")
-    return Path(marker.args[0]) if marker else FIXTURES
+    return Path(marker.args[0]) if marker else spiff_bpmn_dir
+
+
+@pytest.fixture
+def bpmn_dir(spiff_bpmn_dir: Path) -> Path:
+    return spiff_bpmn_dir
 
 
 def make_app(bpmn_dir: Path, database_url: str, clock: Clock, **config: Any) -> tuple[Quart, SpiffMessages]:
-    app = Quart(__name__)
-    app.config.update(SPIFF_MESSAGES_BPMN_DIR=str(bpmn_dir), SPIFF_MESSAGES_DATABASE_URL=database_url, **config)
-    ext = SpiffMessages(app, clock=clock)
-    return app, ext
+    ext = make_spiff_app(bpmn_dir, database_url, clock, config)
+    assert ext.app is not None
+    return ext.app, ext
 
 
 @pytest.fixture
-async def app_ext(bpmn_dir: Path, database_url: str, clock: Clock) -> AsyncIterator[tuple[Quart, SpiffMessages]]:
-    app, ext = make_app(bpmn_dir, database_url, clock)
-    async with app.test_app():
-        yield app, ext
+def app_ext(spiff_app: Quart, spiff_extension: SpiffMessages) -> tuple[Quart, SpiffMessages]:
+    return spiff_app, spiff_extension
 
 
 @pytest.fixture
-def app(app_ext: tuple[Quart, SpiffMessages]) -> Quart:
-    return app_ext[0]
+def app(spiff_app: Quart) -> Quart:
+    return spiff_app
 
 
 @pytest.fixture
-def ext(app_ext: tuple[Quart, SpiffMessages]) -> SpiffMessages:
-    return app_ext[1]
+def ext(spiff_extension: SpiffMessages, spiff_app: Quart) -> SpiffMessages:
+    return spiff_extension
 
 
 @pytest.fixture
-def client(app: Quart) -> Any:
-    return app.test_client()
+def client(spiff_client: Any) -> Any:
+    return spiff_client
