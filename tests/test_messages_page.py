@@ -88,7 +88,9 @@ def _after(driver: Any, action: Any) -> None:
 
     old = driver.find_element(By.TAG_NAME, "html")
     action()
-    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(old))
+    wait = WebDriverWait(driver, 10)
+    wait.until(expected_conditions.staleness_of(old))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def test_the_page_lists_filters_pages_and_escapes(browser: Any, server: Server, tmp_path: Path) -> None:
