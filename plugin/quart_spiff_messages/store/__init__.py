@@ -10,16 +10,17 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, delete, func, literal, or_, select, text, tuple_, union_all, update
+from sqlalchemy import and_, bindparam, delete, func, inspect, literal, or_, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from ..correlation import KeyValue
 from . import db
+from . import statements as sql
 from .models import (
     MESSAGE_STATUSES,
     CatalogGeneration,
@@ -231,31 +232,41 @@ class Tx:
         return row.spec if row else None
 
     # -- process instances --------------------------------------------------------------------------------------
+    @property
+    def conn(self) -> Connection:
+        """The transaction's connection, for the statements of :mod:`.statements`."""
+        return self.session.connection()
+
     def add_instance(self, *, process_key: str, process_id: str, group: str, spec_version: str) -> ProcessInstance:
-        row = ProcessInstance(process_key=process_key, process_id=process_id, process_group=group,
-                              spec_version=spec_version, status="waiting", state="{}", correlations={},
-                              created_at=self.now, updated_at=self.now)
-        self.session.add(row)
-        self.session.flush()
+        """A new instance row, written now (not tracked by the session: :meth:`save_instance` writes it)."""
+        values: dict[str, Any] = {
+            "process_key": process_key, "process_id": process_id, "process_group": group,
+            "spec_version": spec_version, "status": "waiting", "state": "{}", "correlations": {}, "error": None,
+            "created_at": self.now, "updated_at": self.now}
+        row = ProcessInstance(**values)
+        row.id = self.conn.execute(sql.INSERT_INSTANCE, values).scalar_one()
         return row
 
     def lock_instance(self, instance_id: int) -> ProcessInstance | None:
-        """The instance row, locked until commit (PostgreSQL; SQLite's writer lock already covers it)."""
-        stmt = select(ProcessInstance).where(ProcessInstance.id == instance_id)
-        if self.store.dialect == "postgresql":
-            stmt = stmt.with_for_update()
-        return (self.session.execute(stmt)).scalar_one_or_none()
+        """The instance row, locked until commit (PostgreSQL; SQLite's writer lock already covers it).
+
+        Not tracked by the session: :meth:`save_instance` writes it.
+        """
+        stmt = sql.LOCK_INSTANCE if self.store.dialect == "postgresql" else sql.SELECT_INSTANCE
+        found = self.conn.execute(stmt, {"id": instance_id}).mappings().first()
+        return ProcessInstance(**found) if found is not None else None
 
     def instance(self, instance_id: int) -> ProcessInstance | None:
         return self.session.get(ProcessInstance, instance_id)
 
     def save_instance(self, row: ProcessInstance, *, state: str, status: str, correlations: dict[str, Any],
                       error: dict[str, Any] | None) -> None:
-        row.state = state
-        row.status = status
-        row.correlations = correlations
-        row.error = error
-        row.updated_at = self.now
+        """Write the instance's new state (a row from :meth:`add_instance` or :meth:`lock_instance`)."""
+        row.state, row.status, row.correlations, row.error, row.updated_at = \
+            state, status, correlations, error, self.now
+        self.conn.execute(sql.SAVE_INSTANCE, {"_id": row.id, "state": state, "status": status,
+                                              "correlations": correlations, "error": error,
+                                              "updated_at": self.now})
 
     def list_instances(self, *, status: str | None, process_key: str | None, page: int, per_page: int) -> Page:
         cond = []
@@ -274,22 +285,16 @@ class Tx:
         """
         wanted = {(w.task_id, w.message_name, w.key.key if w.key else "", w.key.digest if w.key else ""): w
                   for w in waits}
-        stale = delete(Subscription).where(Subscription.process_instance_id == instance_id)
         if wanted:
-            stale = stale.where(tuple_(Subscription.task_id, Subscription.message_name, Subscription.key_name,
-                                       Subscription.values_digest).not_in(list(wanted)))
-        self.session.execute(stale)
-        if not wanted:
+            self.conn.execute(sql.DELETE_OTHER_WAITS, {"instance_id": instance_id, "keep": list(wanted)})
+        else:
+            self.conn.execute(sql.DELETE_WAITS, {"instance_id": instance_id})
             return []
         rows = [{"process_instance_id": instance_id, "message_name": w.message_name, "group_path": group_path(group),
                  "key_name": k[2], "values_digest": k[3], "values_json": w.key.canonical if w.key else "",
                  "task_id": w.task_id, "element_id": w.element_id, "created_at": self.now}
                 for k, w in wanted.items()]
-        insert = pg_insert if self.store.dialect == "postgresql" else sqlite_insert
-        stmt = (insert(Subscription).values(rows).on_conflict_do_nothing()
-                .returning(Subscription.task_id, Subscription.message_name, Subscription.key_name,
-                           Subscription.values_digest))
-        added = (self.session.execute(stmt)).all()
+        added = self.conn.execute(sql.insert_waits(self.store.dialect), rows).all()
         return [wanted[(t, m, k, d)] for t, m, k, d in added]
 
     def find_subscriptions(self, message_name: str, scope: str, keys: Sequence[tuple[str, str]],
@@ -306,7 +311,7 @@ class Tx:
             escaped = group_path(scope).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             params["group"] = escaped + "%"
         stmt = _subscription_lookup(len(keys), bool(scope))
-        return list(dict.fromkeys(self.session.execute(stmt, params).scalars()))
+        return list(dict.fromkeys(self.conn.execute(stmt, params).scalars()))
 
     # -- message instances --------------------------------------------------------------------------------------
     def add_message(self, *, name: str, scope: str, message_type: str, status: str, payload: Any,
@@ -326,15 +331,19 @@ class Tx:
         return MessageInstance(**fields, created_at=self.now, updated_at=self.now)
 
     def persist(self, row: MessageInstance) -> None:
-        """Write a new row now (its id is needed); rows already written are saved at commit."""
+        """Write a new row now (its id is needed); :meth:`set_message` writes its later changes at once."""
         if row.id is None:
-            self.session.add(row)
-            self.session.flush()
+            values = {c: getattr(row, c) for c in sql.MESSAGE_COLUMNS}
+            row.id = self.conn.execute(sql.INSERT_MESSAGE, values).scalar_one()
 
     def set_message(self, row: MessageInstance, **changes: Any) -> None:
+        """Change a message row: one the session tracks (read through it) at commit, one :meth:`persist` wrote
+        (untracked) now, one not written yet when it is."""
+        changes["updated_at"] = self.now
         for k, v in changes.items():
             setattr(row, k, v)
-        row.updated_at = self.now
+        if row.id is not None and inspect(row).transient:
+            self.conn.execute(sql.update_message(tuple(sorted(changes))), {**changes, "_id": row.id})
 
     def message(self, message_id: int) -> MessageInstance | None:
         return self.session.get(MessageInstance, message_id)
@@ -401,14 +410,14 @@ class Tx:
         return self.session.get(MessageInstance, message_id, populate_existing=True)
 
     def drop_message_keys(self, message_id: int) -> None:
-        self.session.execute(delete(MessageKey).where(MessageKey.message_instance_id == message_id))
+        self.conn.execute(delete(MessageKey).where(MessageKey.message_instance_id == message_id))
 
     def index_ready_message(self, row: MessageInstance, keys: Iterable[KeyValue]) -> None:
         """Record the keys of a message left ``ready`` so a receiver that comes to wait later finds it."""
-        for kv in {(kv.key, kv.digest) for kv in keys}:
-            self.session.add(MessageKey(message_instance_id=row.id, message_name=row.name, key_name=kv[0],
-                                        values_digest=kv[1]))
-        self.session.flush()
+        rows = [{"message_instance_id": row.id, "message_name": row.name, "key_name": key, "values_digest": digest}
+                for key, digest in sorted({(kv.key, kv.digest) for kv in keys})]
+        if rows:
+            self.conn.execute(sql.INSERT_MESSAGE_KEY, rows)
 
     def ready_messages_for(self, group: str, waits: Sequence[WaitRow], limit: int = 8) -> list[MessageInstance]:
         """Ready messages an instance in ``group`` that now waits for ``waits`` could take; exact first, FIFO."""
