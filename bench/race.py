@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.server import start_server  # noqa: E402
 from tests.test_concurrency import (  # noqa: E402  (the repository root is on sys.path only from here on)
     Checks,
     distinct,
@@ -37,7 +38,6 @@ from tests.test_concurrency import (  # noqa: E402  (the repository root is on s
     one_receiver,
     rendezvous,
     same_uuid,
-    start_server,
 )
 
 Race = Callable[..., Awaitable[Checks]]

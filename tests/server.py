@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -65,3 +67,31 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait()
+
+
+def start_server(bpmn_dir: Path, database_url: str, workers: int, log: Path, wait_seconds: float = 60.0) -> Server:
+    """``spiff-messages serve``, once every worker has started: a worker logs "Running on" after its start-up."""
+    srv = Server(bpmn_dir, database_url, workers=workers, log=log)
+    try:
+        srv.wait_ready(wait_seconds)
+        deadline = time.monotonic() + wait_seconds
+        while (started := log.read_text(errors="replace").count("Running on")) < workers:
+            if srv.proc.poll() is not None or time.monotonic() > deadline:
+                state = "still running" if srv.proc.poll() is None else f"exited with {srv.proc.returncode}"
+                raise RuntimeError(f"{workers - started} of {workers} workers did not start (the server "
+                                   f"{state}); {log}:\n{srv._log_text()}")
+            time.sleep(0.1)
+    except BaseException:
+        srv.stop()
+        raise
+    return srv
+
+
+@contextlib.contextmanager
+def serving(bpmn_dir: Path, database_url: str, log: Path, workers: int = 1) -> Iterator[Server]:
+    """A started server (every worker up) for the ``with`` block, stopped after it."""
+    srv = start_server(bpmn_dir, database_url, workers, log)
+    try:
+        yield srv
+    finally:
+        srv.stop()

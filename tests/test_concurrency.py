@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from .conftest import FIXTURES, TABLES, _pg
-from .server import Server
+from .server import Server, start_server
 
 WORKERS = 2
 HTTP_TIMEOUT_SECONDS = 120.0
@@ -477,24 +477,6 @@ def server_errors(log: Path | None, offset: int = 0) -> dict[str, int]:
 def log_excerpt(server: Server, offset: int = 0) -> str:
     errors = server_errors(server.log, offset)
     return "\n".join(f"     {n} x {line}" for line, n in errors.items())
-
-
-def start_server(bpmn_dir: Path, database_url: str, workers: int, log: Path, wait_seconds: float = 60.0) -> Server:
-    """``spiff-messages serve``, once every worker has started: a worker logs "Running on" after its start-up."""
-    srv = Server(bpmn_dir, database_url, workers=workers, log=log)
-    try:
-        srv.wait_ready(wait_seconds)
-        deadline = time.monotonic() + wait_seconds
-        while (started := log.read_text(errors="replace").count("Running on")) < workers:
-            if srv.proc.poll() is not None or time.monotonic() > deadline:
-                state = "still running" if srv.proc.poll() is None else f"exited with {srv.proc.returncode}"
-                raise RuntimeError(f"{workers - started} of {workers} workers did not start (the server "
-                                   f"{state}); {log}:\n{log_excerpt(srv)}")
-            time.sleep(0.1)
-    except BaseException:
-        srv.stop()
-        raise
-    return srv
 
 
 def conclude(checks: Checks, server: Server, log_offset: int = 0) -> None:

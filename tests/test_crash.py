@@ -17,8 +17,7 @@ from typing import Any
 import httpx
 
 from .conftest import FIXTURES
-from .server import worker_pids
-from .test_concurrency import start_server
+from .server import start_server, worker_pids
 
 COUNT = 500
 CLIENTS = 16

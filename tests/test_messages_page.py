@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from .conftest import FIXTURES, Clock, make_app
-from .server import Server
+from .server import Server, serving
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -47,12 +47,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
-    srv = Server(FIXTURES, database_url, log=tmp_path / "serve.log")
-    try:
-        srv.wait_ready()
+    with serving(FIXTURES, database_url, tmp_path / "serve.log") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _seed(url: str) -> dict[str, Any]:

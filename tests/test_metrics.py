@@ -15,7 +15,7 @@ from quart import Quart
 from quart_spiff_messages import SpiffMessages
 
 from .conftest import FIXTURES, Clock, make_app
-from .server import Server
+from .server import Server, serving
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -102,12 +102,8 @@ async def test_metrics_can_be_switched_off(bpmn_dir: Path, database_url: str, cl
 
 @pytest.fixture
 def two_workers(database_url: str, tmp_path: Path) -> Iterator[Server]:
-    srv = Server(FIXTURES, database_url, workers=2, log=tmp_path / "serve.log")
-    try:
-        srv.wait_ready()
+    with serving(FIXTURES, database_url, tmp_path / "serve.log", workers=2) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_two_workers_report_one_sum(two_workers: Server) -> None:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from .conftest import BROKEN, FIXTURES, Clock, make_app
-from .server import Server
+from .server import Server, serving
 
 LATE = """<?xml version="1.0" encoding="UTF-8"?>
 <bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
@@ -125,15 +125,9 @@ async def test_other_workers_follow_a_reload(bpmn: Path, database_url: str, cloc
 
 @pytest.fixture
 def served(bpmn: Path, database_url: str, tmp_path: Path) -> Iterator[Server]:
-    srv = Server(bpmn, database_url, workers=2, log=tmp_path / "serve.log")
-    try:
-        srv.wait_ready()
-        deadline = time.monotonic() + 30  # both workers up before the folder changes under them
-        while (tmp_path / "serve.log").read_text().count("Running on") < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+    # both workers up before the folder changes under them
+    with serving(bpmn, database_url, tmp_path / "serve.log", workers=2) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _answers(url: str, name: str) -> set[bool]:

@@ -9,17 +9,13 @@ import httpx
 import pytest
 
 from .conftest import FIXTURES
-from .server import Server
+from .server import Server, serving
 
 
 @pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
 def server(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Iterator[Server]:
-    srv = Server(FIXTURES, database_url, workers=request.param, log=tmp_path / "serve.log")
-    try:
-        srv.wait_ready()
+    with serving(FIXTURES, database_url, tmp_path / "serve.log", workers=request.param) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_serve_routes_messages_over_http(server: Server) -> None:

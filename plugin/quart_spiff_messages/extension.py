@@ -57,17 +57,17 @@ class _AppState:
             raise RuntimeError("quart-spiff-messages is not started: run inside the app (before_serving)")
         return self._store
 
-    async def reload(self, announce: bool = True) -> Reloaded:
+    async def reload(self, following: int | None = None) -> Reloaded:
         """Load the BPMN folder again and swap the catalog; a folder that does not load changes nothing.
 
-        ``announce`` bumps the catalog generation in the database, so every other worker (and host) follows.
+        A reload asked of this process bumps the catalog generation in the database, so every other worker (and
+        host) follows; one ``following`` a generation another process asked for loads that generation.
         """
         async with self.reload_lock:
-            generation = await self.store.read(lambda tx: tx.catalog_generation())
             catalog = await asyncio.to_thread(Catalog.load, self.settings.bpmn_dir)  # raises CatalogError
             await _save_specs(self.store, self.router.engine, catalog)
-            if announce:
-                generation = await self.store.run(lambda tx: tx.bump_catalog_generation())
+            generation = following if following is not None else \
+                await self.store.run(lambda tx: tx.bump_catalog_generation())
             router = self.router.with_catalog(catalog)
             self._router, self.generation = router, generation
         started = await router.start_buffered()
@@ -80,7 +80,7 @@ class _AppState:
         generation = await self.store.read(lambda tx: tx.catalog_generation())
         if generation != self.generation:
             try:
-                await self.reload(announce=False)
+                await self.reload(following=generation)
             except CatalogError as exc:
                 self.generation = generation  # reported once; the next reload request tries again
                 log.error("catalog reload %d refused, the old catalog stays: %s", generation, exc)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, delete, func, inspect, literal, or_, select, text, union_all, update
+from sqlalchemy import and_, delete, func, inspect, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
@@ -102,23 +101,6 @@ class Page:
     @property
     def pages(self) -> int:
         return math.ceil(self.total / self.per_page) if self.per_page else 0
-
-
-@functools.lru_cache(maxsize=64)
-def _subscription_lookup(n_keys: int, scoped: bool) -> Any:
-    """The lookup statement for ``n_keys`` correlation keys, built once (building it costs more than running it)."""
-    branches = []
-    for i in range(n_keys + 1):
-        branch = (select(Subscription.process_instance_id, Subscription.id,
-                         literal(0 if i < n_keys else 1).label("rank"))
-                  .where(Subscription.message_name == bindparam("name"),
-                         Subscription.key_name == bindparam(f"k{i}"),
-                         Subscription.values_digest == bindparam(f"d{i}")))
-        if scoped:
-            branch = branch.where(Subscription.group_path.like(bindparam("group"), escape="\\"))
-        branches.append(select(branch.order_by(Subscription.id).limit(bindparam("limit")).subquery()))
-    found = union_all(*branches).subquery()
-    return select(found.c.process_instance_id).order_by(found.c.rank, found.c.id).limit(bindparam("limit"))
 
 
 class Store:
@@ -310,7 +292,7 @@ class Tx:
         if scope:
             escaped = group_path(scope).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             params["group"] = escaped + "%"
-        stmt = _subscription_lookup(len(keys), bool(scope))
+        stmt = sql.subscription_lookup(len(keys), bool(scope))
         return list(dict.fromkeys(self.conn.execute(stmt, params).scalars()))
 
     # -- message instances --------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import Table, bindparam, delete, insert, literal, select, tuple_, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -40,6 +40,23 @@ DELETE_WAITS = delete(SUBSCRIPTIONS).where(SUBSCRIPTIONS.c.process_instance_id =
 DELETE_OTHER_WAITS = DELETE_WAITS.where(
     tuple_(SUBSCRIPTIONS.c.task_id, SUBSCRIPTIONS.c.message_name, SUBSCRIPTIONS.c.key_name,
            SUBSCRIPTIONS.c.values_digest).not_in(bindparam("keep", expanding=True)))
+
+
+@functools.lru_cache(maxsize=64)
+def subscription_lookup(n_keys: int, scoped: bool) -> Any:
+    """Instances waiting for a message, for ``n_keys`` correlation keys: one index seek per key, exact keys first."""
+    branches = []
+    for i in range(n_keys + 1):
+        branch = (select(SUBSCRIPTIONS.c.process_instance_id, SUBSCRIPTIONS.c.id,
+                         literal(0 if i < n_keys else 1).label("rank"))
+                  .where(SUBSCRIPTIONS.c.message_name == bindparam("name"),
+                         SUBSCRIPTIONS.c.key_name == bindparam(f"k{i}"),
+                         SUBSCRIPTIONS.c.values_digest == bindparam(f"d{i}")))
+        if scoped:
+            branch = branch.where(SUBSCRIPTIONS.c.group_path.like(bindparam("group"), escape="\\"))
+        branches.append(select(branch.order_by(SUBSCRIPTIONS.c.id).limit(bindparam("limit")).subquery()))
+    found = union_all(*branches).subquery()
+    return select(found.c.process_instance_id).order_by(found.c.rank, found.c.id).limit(bindparam("limit"))
 
 
 @functools.lru_cache(maxsize=64)
