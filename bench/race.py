@@ -9,8 +9,9 @@ that each keep one connection:
   rendezvous    --count pairs of (buffered payment_received, order_received) sent together: each order completes
 
 and prints, for each, the answers by status, the rows and instances it found, the seconds it took and every
-guarantee it checked. The races compare totals with those before them, so the database need not be empty; the
-rows they write stay (use a scratch database). Exits 1 when a guarantee did not hold.
+guarantee it checked (the races are in quart_spiff_messages.races). The races compare totals with those before
+them, so the database need not be empty; the rows they write stay (use a scratch database). Exits 1 when a guarantee
+did not hold.
 
     python bench/race.py                                # SQLite file in a temporary folder, 2 workers
     createdb -h 127.0.0.1 -U postgres race
@@ -27,18 +28,10 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from quart_spiff_messages.races import Checks, distinct, log_excerpt, one_receiver, rendezvous, same_uuid
+from quart_spiff_messages.testing import start_server
 
-from tests.server import start_server  # noqa: E402
-from tests.test_concurrency import (  # noqa: E402  (the repository root is on sys.path only from here on)
-    Checks,
-    distinct,
-    log_excerpt,
-    one_receiver,
-    rendezvous,
-    same_uuid,
-)
+ROOT = Path(__file__).resolve().parent.parent
 
 Race = Callable[..., Awaitable[Checks]]
 RACES: dict[str, Race] = {"one-receiver": one_receiver, "same-uuid": same_uuid, "distinct": distinct,

@@ -61,11 +61,9 @@ from quart_spiff_messages.engine import Engine
 from quart_spiff_messages.names import parse_modified_name
 from quart_spiff_messages.store import Store, Tx, db
 from quart_spiff_messages.store.models import ProcessInstance, Subscription
+from quart_spiff_messages.testing import Server, worker_pids
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.server import Server, worker_pids  # noqa: E402  (the repository root is on sys.path only from here on)
 
 BPMN_DIR = ROOT / "bpmn_fixtures"
 TEMPLATE_ID = "SEED-TEMPLATE"

@@ -22,7 +22,8 @@ import pytest
 from quart import Quart
 
 from quart_spiff_messages import SpiffMessages
-from quart_spiff_messages.pytest_plugin import ManualClock, make_spiff_app
+from quart_spiff_messages.clock import ManualClock
+from quart_spiff_messages.pytest_plugin import make_spiff_app
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "bpmn_fixtures"
@@ -111,11 +112,6 @@ def make_app(bpmn_dir: Path, database_url: str, clock: Clock, **config: Any) -> 
     ext = make_spiff_app(bpmn_dir, database_url, clock, config)
     assert ext.app is not None
     return ext.app, ext
-
-
-@pytest.fixture
-def app_ext(spiff_app: Quart, spiff_extension: SpiffMessages) -> tuple[Quart, SpiffMessages]:
-    return spiff_app, spiff_extension
 
 
 @pytest.fixture

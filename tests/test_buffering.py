@@ -100,7 +100,7 @@ async def test_delivered_to_an_instance_reached_by_a_thrown_message(ext: SpiffMe
     await ext.start_process("ping_sender", {"key": "K", "n": 1})  # throws ping: reaches two_step
     assert started.instance
     instance_id = started.instance.id
-    row = await ext.router.store.read(lambda tx: tx.instance(instance_id))
+    row = await ext.runtime.store.read(lambda tx: tx.instance(instance_id))
     assert row and row.status == "complete"
 
 
@@ -177,7 +177,7 @@ async def test_replay_of_an_expired_message(client: Any, ext: SpiffMessages, clo
     key = u()
     await send(client, "payment_received", {"order_id": "A"}, time_to_live_in_seconds=1, message_instance_uuid=key)
     clock.advance(2)
-    await ext.router.sweep()
+    await ext.runtime.upkeep.sweep()
     status, body = await send(client, "payment_received", {"order_id": "A"}, time_to_live_in_seconds=1,
                               message_instance_uuid=key)
     assert status == 202 and body["message_instance"]["status"] == "cancelled"
@@ -222,8 +222,8 @@ async def test_sweep_works_in_bounded_batches(ext: SpiffMessages, clock: Clock) 
     for n in range(5):
         await ext.send_message("payment_received", {"order_id": f"X{n}"}, ttl=1, message_instance_uuid=u())
     clock.advance(2)
-    assert await ext.router.sweep(batch=2) == (5, 0)
-    assert await ext.router.sweep(batch=2) == (0, 0)
+    assert await ext.runtime.upkeep.sweep(batch=2) == (5, 0)
+    assert await ext.runtime.upkeep.sweep(batch=2) == (0, 0)
 
 
 # -- cancellation and retention ---------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ async def test_retention_purges_only_old_finished_rows(ext: SpiffMessages, clien
     await ext.send_message("payment_received", {"order_id": "buffered"}, ttl=300, message_instance_uuid=u())
     clock.advance(3 * 86400)
     await ext.send_message("payment_received", {"order_id": "new"})
-    assert await ext.router.sweep(retention_seconds=2 * 86400) == (1, 1)
+    assert await ext.runtime.upkeep.sweep(retention_seconds=2 * 86400) == (1, 1)
     left = sorted(r["payload"]["order_id"] for r in await messages(client))
     assert left == ["buffered", "new"]  # the buffered one expired just now: finished, but not old
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from quart_spiff_messages.cli import main
@@ -44,3 +46,62 @@ def test_warnings_for_dropped_payloads_and_messages_nobody_receives(tmp_path: Pa
     assert result.exit_code == 0  # warnings only
     codes = {(f["code"], f["element_id"]) for f in json.loads(result.output)["findings"]}
     assert codes == {("message_never_received", "send_request"), ("payload_dropped", "wait_broadcast")}
+
+
+def _findings(root: Path, code: str) -> list[dict[str, Any]]:
+    result = CliRunner().invoke(main, ["check", str(root), "--json"])
+    assert result.exit_code == 0, result.output  # warnings only
+    return [f for f in json.loads(result.output)["findings"] if f["code"] == code]
+
+
+def test_a_catch_whose_key_nothing_can_set_accepts_any() -> None:
+    found = _findings(BROKEN / "accepts_any", "catch_accepts_any")
+    assert [(f["element_id"], f["line"]) for f in found] == [("lonely_wait", 17)]
+    assert found[0]["file"].endswith("accepts_any.bpmn") and found[0]["level"] == "warning"
+    assert "'order_key'" in found[0]["message"] and "accept any message of that name" in found[0]["message"]
+
+
+OTHER_START = '<bpmn:messageEventDefinition id="other_def" messageRef="other_msg" />'
+
+
+@pytest.mark.parametrize(("element", "edits"), [
+    # the plain start goes: start data can no longer carry the key
+    ("plain_wait", [('<bpmn:startEvent id="plain_start">', f'<bpmn:startEvent id="plain_start">{OTHER_START}'),
+                    ("<bpmn:message ", '<bpmn:message id="other_msg" name="other" /><bpmn:message ')]),
+    # the start moves to a message that carries no key
+    ("keyed_start_wait", [('messageRef="open_msg">\n        <bpmn:extensionElements><spiffworkflow:messageVariable>'
+                           'order</spiffworkflow:messageVariable></bpmn:extensionElements>\n      '
+                           '</bpmn:messageEventDefinition>\n    </bpmn:startEvent>',
+                           'messageRef="other_msg" />\n    </bpmn:startEvent>'),
+                          ("<bpmn:message ", '<bpmn:message id="other_msg" name="other" /><bpmn:message ')]),
+    # no processVariableCorrelation
+    ("from_data_wait", [("<spiffworkflow:processVariableCorrelation>", "<!--"),
+                        ("</spiffworkflow:processVariableCorrelation>", "-->")]),
+    # the throw loses its payload, so it sets no key
+    ("announcer_wait", [('<spiffworkflow:messagePayload>{"order_id": order["order_id"]}</spiffworkflow:messagePayload>',
+                         "")]),
+])
+def test_each_way_of_setting_the_key_keeps_the_catch_keyed(tmp_path: Path, element: str,
+                                                           edits: list[tuple[str, str]]) -> None:
+    root = tmp_path / "bpmn"
+    root.mkdir()
+    text = (BROKEN / "accepts_any" / "accepts_any.bpmn").read_text()
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new, 1)
+    (root / "accepts_any.bpmn").write_text(text)
+    assert {f["element_id"] for f in _findings(root, "catch_accepts_any")} == {"lonely_wait", element}
+
+
+def test_a_throw_without_payload_to_a_correlated_catch() -> None:
+    found = _findings(BROKEN / "throw_without_payload", "throw_without_payload")
+    assert sorted((f["element_id"], f["line"]) for f in found) == [("asker_end", 18), ("asker_send", 14)]
+    assert all(f["file"].endswith("throw_without_payload.bpmn") for f in found)
+    assert "sends {}" in found[0]["message"] and "accepts anyone" in found[0]["message"]
+
+
+def test_warnings_in_text_carry_file_and_line() -> None:
+    result = CliRunner().invoke(main, ["check", str(BROKEN / "throw_without_payload")])
+    assert result.exit_code == 0
+    assert "WARNING throw_without_payload:" in result.output
+    assert "throw_without_payload.bpmn:14]" in result.output

@@ -16,8 +16,9 @@ from typing import Any
 
 import httpx
 
+from quart_spiff_messages.testing import start_server, worker_pids
+
 from .conftest import FIXTURES
-from .server import start_server, worker_pids
 
 COUNT = 500
 CLIENTS = 16

@@ -16,8 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from quart_spiff_messages.testing import Server
+
 from .conftest import FIXTURES
-from .server import Server
 
 EXAMPLES = 25
 

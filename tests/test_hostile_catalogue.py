@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from quart_spiff_messages.store import MessageInstance, ProcessInstance, Subscription
+from quart_spiff_messages.store.models import MessageInstance, ProcessInstance, Subscription
 
 UUID = "3f0c6d1e-8f4e-4b7a-9a55-0c9f6f1d2a11"
 JSON = {"Content-Type": "application/json"}
@@ -82,7 +82,7 @@ async def _rows(ext: Any) -> dict[str, int]:
                                                   .where(MessageInstance.status != "not_accepted")),
         }
 
-    return await ext.router.store.read(count)
+    return await ext.runtime.store.read(count)
 
 
 @pytest.mark.parametrize(("case", "method", "path", "body", "status", "error_code"), CATALOGUE,

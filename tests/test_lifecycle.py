@@ -35,7 +35,7 @@ async def test_init_app_keeps_state_in_app_extensions(tmp_path: Path, database_u
         assert (await app.test_client().get("/api/openapi.json")).status_code == 200
     async with app.app_context():
         with pytest.raises(RuntimeError, match="not started"):
-            ext.router  # noqa: B018  (released on shutdown)
+            ext.runtime  # noqa: B018  (released on shutdown)
 
 
 async def test_broken_bpmn_stops_start_up(tmp_path: Path, database_url: str, clock: Clock) -> None:

@@ -74,5 +74,5 @@ async def test_thrown_message_reaches_a_waiting_instance_at_once(ext: SpiffMessa
     await ext.start_process("ping_sender", {"key": "K", "n": 5})
     assert keyed.instance
     instance_id = keyed.instance.id
-    row = await ext.router.store.read(lambda tx: tx.instance(instance_id))
+    row = await ext.runtime.store.read(lambda tx: tx.instance(instance_id))
     assert row and row.status == "complete"

@@ -16,8 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from quart_spiff_messages.testing import Server, serving
+
 from .conftest import FIXTURES, Clock, make_app
-from .server import Server, serving
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -13,9 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from quart import Quart
 
 from quart_spiff_messages import SpiffMessages
+from quart_spiff_messages.testing import Server, serving
 
 from .conftest import FIXTURES, Clock, make_app
-from .server import Server, serving
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -65,7 +65,7 @@ async def test_each_result_is_counted_and_the_gauges_follow_the_database(client:
     clock.advance(61)
     expired_before = after.get(("spiff_message_expired_total", ()), 0.0)
     app: Quart = client.app
-    await app.extensions["spiff_messages"].router.sweep()
+    await app.extensions["spiff_messages"].runtime.upkeep.sweep()
     final = await scrape(client)
     assert final[("spiff_message_expired_total", ())] - expired_before == 1
     assert final[("spiff_messages_buffered", ())] == 0

@@ -16,8 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from quart_spiff_messages.testing import Server, serving
+
 from .conftest import BROKEN, FIXTURES, Clock, make_app
-from .server import Server, serving
 
 LATE = """<?xml version="1.0" encoding="UTF-8"?>
 <bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
@@ -113,12 +114,12 @@ async def test_other_workers_follow_a_reload(bpmn: Path, database_url: str, cloc
         (bpmn / "late.bpmn").write_text(LATE)
         async with first.app_context():
             done = await ext_first.reload()
-        assert "late_message" in ext_first.router.catalog.messages
+        assert "late_message" in ext_first.runtime.catalog.messages
         state = second.extensions["spiff_messages"]
-        assert "late_message" not in state.router.catalog.messages
+        assert "late_message" not in state.runtime.catalog.messages
         await state.follow_reloads()
         assert state.generation == done.generation
-        assert "late_message" in state.router.catalog.messages
+        assert "late_message" in state.runtime.catalog.messages
         started = await second.test_client().post("/v1.0/messages/late_message", json={})
         assert started.status_code == 200  # the second app starts late_arrival now
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from quart_spiff_messages.testing import Server, serving
+
 from .conftest import FIXTURES
-from .server import Server, serving
 
 
 @pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])

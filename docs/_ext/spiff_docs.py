@@ -71,6 +71,12 @@ CONFIG_KEYS: dict[str, tuple[str, str, str]] = {
     "METRICS_PATH": ("app", "string",
                      "Path of the Prometheus metrics endpoint, outside the API prefix. `\"\"` removes the "
                      "endpoint."),
+    "CORRELATE_FROM_DATA": ("app", "boolean",
+                            "A catch whose workflow has no value yet for its correlation key takes the expected "
+                            "value from the instance's data (its retrieval expression evaluated on the data when it "
+                            "comes to wait), so an instance started over the API with `{\"order_id\": \"B-11\"}` "
+                            "takes only B-11's messages. Off: such a catch accepts any message of its name, as "
+                            "SpiffWorkflow does. See {doc}`/explanation/matching`."),
     "HOST": ("serve", "string", "Address `spiff-messages serve` binds."),
     "PORT": ("serve", "integer", "Port `spiff-messages serve` binds."),
     "WORKERS": ("serve", "integer ≥ 1",

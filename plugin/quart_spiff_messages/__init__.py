@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .catalog import Catalog, CatalogError
     from .config import ConfigError, Settings
+    from .errors import SpiffMessagesError
     from .extension import SpiffMessages
-    from .router import Outcome
+    from .outcomes import Outcome
 
-__all__ = ["Catalog", "CatalogError", "ConfigError", "Outcome", "Settings", "SpiffMessages"]
+__all__ = ["Catalog", "CatalogError", "ConfigError", "Outcome", "Settings", "SpiffMessages", "SpiffMessagesError"]
 _HOME = {"Catalog": "catalog", "CatalogError": "catalog", "ConfigError": "config", "Settings": "config",
-         "SpiffMessages": "extension", "Outcome": "router"}
+         "SpiffMessages": "extension", "Outcome": "outcomes", "SpiffMessagesError": "errors"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,9 +1,10 @@
 """The catalog: what the BPMN folder says about messages, built once at start-up and immutable afterwards.
 
-Every ``*.bpmn`` under the root is parsed with SpiffWorkflow's own ``SpiffBpmnParser``; a file's folder relative to
-the root is its process group, and each group gets a fresh parser (process ids are unique within a group, call
-activities resolve within it). The catalog indexes Message Start Events and catch points by message name, with
-the correlation properties each catch evaluates, so the router never has to look at a spec per message.
+Every ``*.bpmn`` and ``*.dmn`` under the root is parsed with SpiffWorkflow's own ``SpiffBpmnParser``; a file's
+folder relative to the root is its process group, and each group gets a fresh parser (process ids are unique within
+a group; call activities and business rule tasks resolve within it). The catalog indexes Message Start Events and
+catch points by message name, with the correlation properties each catch evaluates, so the router never has to
+look at a spec per message.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from SpiffWorkflow.bpmn.specs.mixins import (
 from SpiffWorkflow.spiff.parser import SpiffBpmnParser
 
 from .correlation import ExpressionError, Property, compile_expression
-from .names import ScopedName, in_scope
+from .names import ScopedName, depth, in_scope, process_key
 
 
 class CatalogError(Exception):
@@ -97,6 +98,8 @@ class CatchPoint:
     interrupting: bool | None
     message_variable: str | None
     properties: tuple[Property, ...]
+    # spiffworkflow:processVariableCorrelation: expected values read from the instance's data, not from a message
+    process_properties: tuple[Property, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,8 @@ class ThrowPoint:
     process_key: str
     element_id: str
     kind: str  # send_task | intermediate_throw | end_event
-    payload_expression: str | None
+    payload_expression: str | None  # spiffworkflow:messagePayload; None sends {} and sets no correlation key
+    properties: tuple[Property, ...] = ()
 
 
 def message_definitions(ed: Any) -> Iterator[Any]:
@@ -118,9 +122,13 @@ def message_definitions(ed: Any) -> Iterator[Any]:
 
 
 def properties_of(ed: Any) -> tuple[Property, ...]:
+    return _as_properties(ed.correlation_properties)
+
+
+def _as_properties(correlation_properties: Iterable[Any]) -> tuple[Property, ...]:
     return tuple(
         Property(cp.name, cp.retrieval_expression, tuple(cp.correlation_keys or ()))
-        for cp in ed.correlation_properties
+        for cp in correlation_properties
     )
 
 
@@ -169,12 +177,79 @@ def _error_from(exc: Exception, file: str | None = None) -> CatalogError:
     return CatalogError(f"{type(exc).__name__}: {exc}", file)
 
 
+def _add_dmn(parser: Any, path: Path, data: bytes, decisions: dict[str, str]) -> None:
+    """Add one DMN file to the group's parser and parse its decision at once.
+
+    SpiffWorkflow parses a decision only when a business rule task asks for it, so a broken table would otherwise
+    be blamed on that task's BPMN file, or on nothing when no task uses it yet. The file is parsed from the bytes
+    that went into the spec version (``add_dmn_file`` would read it again, in the locale's text encoding).
+    """
+    file = str(path)
+    try:
+        root = etree.fromstring(data, base_url=file)
+    except etree.XMLSyntaxError as exc:
+        raise _error_from(exc, file) from exc
+    found = root.xpath("*[local-name()='decision']")
+    if not found:
+        raise CatalogError("no DMN decision in this file", file, root.get("id"), root.sourceline)
+    if len(found) > 1:
+        extra = found[1]
+        raise CatalogError("SpiffWorkflow reads one decision per DMN file: put each decision in a file of its own",
+                           file, extra.get("id"), extra.sourceline)
+    decision = found[0]
+    before = dict(parser.dmn_parsers)
+    try:
+        parser.add_dmn_xml(root, filename=file)
+        decision_id, dmn = next((k, v) for k, v in parser.dmn_parsers.items() if before.get(k) is not v)
+        dmn.parse()
+    except Exception as exc:
+        raise _dmn_error(exc, file, root, decision) from exc
+    if decision_id in decisions:
+        raise CatalogError(f"decision {decision_id!r} is also declared in {decisions[decision_id]}: decision ids "
+                           "are unique within a group", file, decision_id, decision.sourceline)
+    decisions[decision_id] = file
+    if not dmn.decision.decisionTables:
+        raise CatalogError(f"decision {decision_id!r} has no decisionTable: SpiffWorkflow runs decision tables only",
+                           file, decision_id, decision.sourceline)
+
+
+def _dmn_error(exc: Exception, file: str, root: Any, decision: Any) -> CatalogError:
+    """A DMN parse failure at the element SpiffWorkflow was reading (it names one only for some errors)."""
+    element = None
+    if isinstance(exc, ValidationException) and exc.id:
+        element = next(iter(root.xpath("//*[@id=$i]", i=exc.id)), None)
+    if element is None:
+        element = _failing_element(exc)
+    if element is None:
+        element = decision
+    if isinstance(exc, ValidationException):
+        message = str(exc.args[0]).strip() if exc.args else str(exc)
+    elif isinstance(exc, KeyError):
+        message = f"missing attribute {exc.args[0]!r}" if exc.args else "missing attribute"
+    else:
+        message = f"{type(exc).__name__}: {exc}"
+    return CatalogError(message, file, element.get("id") or None, element.sourceline)
+
+
+def _failing_element(exc: BaseException) -> Any | None:
+    """The XML element the innermost SpiffWorkflow frame was working on (its most recently bound one)."""
+    frames = []
+    tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None  # skip the frame that caught it
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        elements = [v for v in frame.f_locals.values() if isinstance(v, etree._Element)]
+        if elements:
+            return elements[-1]
+    return None
+
+
 class Catalog:
     """Processes, start points and catch points of one BPMN folder. Build it with :meth:`load`."""
 
-    def __init__(self, root: Path, processes: dict[str, ProcessEntry], starts: list[StartPoint],
-                 catches: list[CatchPoint], throws: list[ThrowPoint], messages: dict[str, set[str]]) -> None:
-        self.root = root
+    def __init__(self, processes: dict[str, ProcessEntry], starts: list[StartPoint], catches: list[CatchPoint],
+                 throws: list[ThrowPoint], messages: dict[str, set[str]]) -> None:
         self.processes = processes
         self._starts: dict[str, list[StartPoint]] = defaultdict(list)
         self._catches: dict[str, list[CatchPoint]] = defaultdict(list)
@@ -186,13 +261,32 @@ class Catalog:
         for t in throws:
             self._throws[t.message_name].append(t)
         self.messages = messages  # message name -> groups that declare it
-        self.version = hashlib.sha256(
-            "\n".join(f"{k}@{p.spec_version}" for k, p in sorted(processes.items())).encode()
-        ).hexdigest()[:16]
 
     # -- lookups used by the router ---------------------------------------------------------------------------
     def start_points(self, scoped: ScopedName) -> list[StartPoint]:
         return [s for s in self._starts.get(scoped.name, ()) if in_scope(scoped.group, s.group)]
+
+    def nearest_starts(self, scoped: ScopedName) -> list[StartPoint]:
+        """The Message Start Events in scope in the shallowest group that has one: one per process, by key.
+
+        A message starts the nearest Message Start Event; more than one here means the name is ambiguous in this
+        scope (the caller names them in its refusal). A process with two start events on the message keeps the
+        first in document order.
+        """
+        starts = self.start_points(scoped)
+        if not starts:
+            return []
+        nearest = min(depth(s.group) for s in starts)
+        by_process: dict[str, StartPoint] = {}
+        for s in starts:
+            if depth(s.group) == nearest:
+                by_process.setdefault(s.process_key, s)
+        return [by_process[key] for key in sorted(by_process)]
+
+    def pick_start(self, scoped: ScopedName) -> StartPoint | None:
+        """The one nearest Message Start Event, or None: none in scope, or two processes equally near."""
+        nearest = self.nearest_starts(scoped)
+        return nearest[0] if len(nearest) == 1 else None
 
     def catch_points(self, scoped: ScopedName) -> list[CatchPoint]:
         return [c for c in self._catches.get(scoped.name, ()) if in_scope(scoped.group, c.group)]
@@ -229,16 +323,18 @@ class Catalog:
         if not root.is_dir():
             raise CatalogError(f"BPMN folder {str(root)!r} does not exist")
         by_group: dict[str, list[Path]] = defaultdict(list)
-        for path in sorted(root.rglob("*.bpmn")):
-            group = path.parent.relative_to(root).as_posix()
-            by_group["" if group == "." else group].append(path)
+        dmn_by_group: dict[str, list[Path]] = defaultdict(list)
+        for pattern, into in (("*.bpmn", by_group), ("*.dmn", dmn_by_group)):
+            for path in sorted(root.rglob(pattern)):
+                group = path.parent.relative_to(root).as_posix()
+                into["" if group == "." else group].append(path)
         processes: dict[str, ProcessEntry] = {}
         starts: list[StartPoint] = []
         catches: list[CatchPoint] = []
         throws: list[ThrowPoint] = []
         messages: dict[str, set[str]] = defaultdict(set)
-        for group, files in sorted(by_group.items()):
-            for entry in _load_group(group, files):
+        for group in sorted(by_group.keys() | dmn_by_group.keys()):
+            for entry in _load_group(group, by_group.get(group, []), dmn_by_group.get(group, [])):
                 processes[entry.key] = entry
                 s, c, t = _scan(entry)
                 starts += s
@@ -251,10 +347,10 @@ class Catalog:
             messages[catch.message_name].add(catch.group)
         for throw in throws:
             messages[throw.message_name].add(processes[throw.process_key].group)
-        return cls(root, processes, starts, catches, throws, dict(messages))
+        return cls(processes, starts, catches, throws, dict(messages))
 
 
-def _load_group(group: str, files: list[Path]) -> Iterable[ProcessEntry]:
+def _load_group(group: str, files: list[Path], dmn_files: list[Path]) -> Iterable[ProcessEntry]:
     parser = SpiffBpmnParser()
     contents = hashlib.sha256()
     origin: dict[str, str] = {}
@@ -267,6 +363,15 @@ def _load_group(group: str, files: list[Path]) -> Iterable[ProcessEntry]:
             origin.update({pid: str(path) for pid in set(parser.process_parsers) - before})
         except Exception as exc:
             raise _error_from(exc, str(path)) from exc
+    decisions: dict[str, str] = {}  # decision id -> file
+    for path in dmn_files:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise _error_from(exc, str(path)) from exc
+        # after the BPMN files, so a group without DMN keeps the spec version it had before DMN was read
+        contents.update(path.name.encode() + b"\0" + data + b"\0")
+        _add_dmn(parser, path, data, decisions)
     version = contents.hexdigest()[:16]
     top = [pid for pid, pp in parser.process_parsers.items() if pp.parent is None and pp.process_executable]
     entries = []
@@ -276,7 +381,7 @@ def _load_group(group: str, files: list[Path]) -> Iterable[ProcessEntry]:
             subs = parser.get_subprocess_specs(pid)
         except Exception as exc:
             raise _error_from(exc, origin.get(pid)) from exc
-        key = f"{group}/{pid}" if group else pid
+        key = process_key(group, pid)
         entries.append(ProcessEntry(key, pid, group, origin.get(pid, ""), version, spec, subs))
     return entries
 
@@ -314,11 +419,13 @@ def _scan(entry: ProcessEntry) -> tuple[list[StartPoint], list[CatchPoint], list
             if kind is not None:
                 interrupting = getattr(ts, "cancel_activity", None) if kind == "boundary" else None
                 catches.append(CatchPoint(md.name, entry.key, entry.process_id, entry.group, ts.bpmn_id, kind,
-                                          interrupting, var, props))
+                                          interrupting, var, props,
+                                          _as_properties(getattr(md, "process_correlations", None) or ())))
                 continue
             throw_kind = _throw_kind(ts)
             if throw_kind is not None:
-                throws.append(ThrowPoint(md.name, entry.key, ts.bpmn_id, throw_kind, getattr(md, "expression", None)))
+                throws.append(ThrowPoint(md.name, entry.key, ts.bpmn_id, throw_kind, getattr(md, "expression", None),
+                                         props))
     return starts, catches, throws
 
 

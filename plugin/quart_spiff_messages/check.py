@@ -10,7 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog import Catalog, CatalogError, CatchPoint, locate
+from SpiffWorkflow.bpmn.specs.mixins import StartEventMixin
+
+from .catalog import Catalog, CatalogError, CatchPoint, ProcessEntry, ThrowPoint, locate, message_definitions
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,46 @@ def check(root: Path | str) -> Report:
                     "warning", "message_never_received",
                     f"{t.process_key} throws {name!r} ({t.kind}) but no process catches it or starts on it",
                     file, locate(file, t.element_id), t.element_id))
+        correlated = any(c.properties for c in catalog.catches.get(name, ()))
+        for t in throws:
+            if correlated and not t.payload_expression:
+                file = _file_of(catalog.processes[t.process_key], t.element_id)
+                report.findings.append(Finding(
+                    "warning", "throw_without_payload",
+                    f"{t.element_id} in {t.process_key} throws {name!r} ({t.kind}) without a "
+                    "spiffworkflow:messagePayload, though catches of it correlate: it sends {} and sets no "
+                    "correlation key, so the reply accepts anyone", file, locate(file, t.element_id), t.element_id))
     return report
+
+
+def _file_of(entry: ProcessEntry, element_id: str) -> str:
+    """The file that draws an element of a process: a call activity's process may live in another file."""
+    for spec in (entry.spec, *entry.subprocess_specs.values()):
+        if any(ts.bpmn_id == element_id for ts in spec.task_specs.values()) and getattr(spec, "file", None):
+            return str(spec.file)
+    return entry.file
+
+
+def _has_plain_start(entry: ProcessEntry) -> bool:
+    """Whether ``POST /process-instances`` can start the process (with data that may carry its keys)."""
+    starts = [ts for ts in entry.spec.task_specs.values() if isinstance(ts, StartEventMixin)]
+    return any(not list(message_definitions(getattr(ts, "event_definition", None))) for ts in starts)
+
+
+def _keys_set_in(catalog: Catalog, c: CatchPoint) -> set[str]:
+    """Correlation keys something else in the catch's process can set: a start event or another catch that
+    receives a message with the key, or a throw whose payload carries it (one without a payload sets none)."""
+    points: list[CatchPoint | ThrowPoint] = [
+        *(o for o in _all(catalog.catches) if o.process_key == c.process_key and o.element_id != c.element_id),
+        *(t for t in _all(catalog.throws) if t.process_key == c.process_key and t.payload_expression),
+    ]
+    keys = {k for point in points for p in point.properties for k in p.keys}
+    keys |= {k for s in _all(catalog.starts) if s.process_key == c.process_key for p in s.properties for k in p.keys}
+    return keys
+
+
+def _all(index: dict[str, list[Any]]) -> list[Any]:
+    return [point for points in index.values() for point in points]
 
 
 def _catch_findings(catalog: Catalog, c: CatchPoint, file: str) -> list[Finding]:
@@ -107,4 +148,16 @@ def _catch_findings(catalog: Catalog, c: CatchPoint, file: str) -> list[Finding]
                                  f"message {c.message_name!r} has no retrieval expression for "
                                  f"{', '.join(missing)} of correlation key {key!r}: it can never match a value "
                                  "established for the whole key", file, line, c.element_id))
+    wanted = sorted({k for p in c.properties for k in p.keys})
+    entry = catalog.processes[c.process_key]
+    if wanted and not c.process_properties and not _has_plain_start(entry) \
+            and not set(wanted) & _keys_set_in(catalog, c):
+        where = _file_of(entry, c.element_id)
+        found.append(Finding("warning", "catch_accepts_any",
+                             f"{c.element_id} in {c.process_key} catches {c.message_name!r} correlated on "
+                             f"{', '.join(map(repr, wanted))}, but nothing in the process sets that key before it "
+                             "(no start event, other catch or throw with a payload uses it, no "
+                             "spiffworkflow:processVariableCorrelation, no plain start to take it from start data): "
+                             "it can only ever accept any message of that name", where, locate(where, c.element_id),
+                             c.element_id))
     return found

@@ -105,7 +105,7 @@ async def _request_reload(database_url: str) -> int:
 
     store = Store(database_url, time.time)
     try:
-        return await store.run(lambda tx: tx.bump_catalog_generation())
+        return await store.write(lambda tx: tx.bump_catalog_generation())
     finally:
         await store.dispose()
 

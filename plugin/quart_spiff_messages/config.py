@@ -32,6 +32,7 @@ class Settings:
     max_payload_depth: int = 32
     api_keys: tuple[str, ...] = ()  # empty: no key needed
     metrics_path: str = "/metrics"  # empty: no metrics endpoint
+    correlate_from_data: bool = True  # a catch with no key value yet takes it from the instance's data
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> Settings:
@@ -68,6 +69,7 @@ class Settings:
             max_ttl_seconds=max_ttl,
             openapi=_bool(get("OPENAPI", True)),
             metrics_path=_path(config.get(PREFIX + "METRICS_PATH", "/metrics")),
+            correlate_from_data=_bool(get("CORRELATE_FROM_DATA", True)),
         )
 
 

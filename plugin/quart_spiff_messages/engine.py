@@ -1,17 +1,18 @@
 """The engine: the only module that touches SpiffWorkflow workflow objects.
 
-It starts instances (by process id or through a Message Start Event), delivers messages with ``send_event`` (never
-``catch``, which silently re-queues what nothing consumed), runs to the next wait, drains thrown messages and
-lists what an instance waits for. State is serialized without the spec: specs live in memory (and once per version
-in the database), so an instance is a few KB and always resumes on the spec it started with.
+It makes instances (by process id or through a Message Start Event), hands a message to the one waiting task the
+index chose (never ``send_event``, which gives it to every task that catches it, nor ``catch``, which silently
+re-queues what nothing consumed), runs to the next wait, drains thrown messages and lists what an instance waits
+for, with the correlation values each wait expects (see :meth:`Engine._seed_correlations` for where they come from).
+State is serialized without the spec: specs live in memory (and once per version in the database), so an instance
+is a few KB and always resumes on the spec it started with.
 """
 
 from __future__ import annotations
 
 import json
-import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -19,10 +20,10 @@ from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
 from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine, TaskDataEnvironment
 from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
 from SpiffWorkflow.bpmn.serializer.default.workflow import BpmnWorkflowConverter, WorkflowConverter
-from SpiffWorkflow.bpmn.specs.event_definitions import MessageEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions import MessageEventDefinition, MultipleEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins import StartEventMixin
 from SpiffWorkflow.bpmn.specs.mixins.events.event_types import CatchingEvent
-from SpiffWorkflow.exceptions import SpiffWorkflowException, WorkflowException
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
 from SpiffWorkflow.util.task import TaskState
 
@@ -87,7 +88,7 @@ class Thrown:
     correlations: dict[str, Any]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProcessFailure:
     """A script or expression failed while the instance ran; the instance stops in ``error``."""
 
@@ -95,7 +96,6 @@ class ProcessFailure:
     task_name: str | None
     error_type: str
     message: str
-    trace: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {"task": self.task, "task_name": self.task_name, "error_type": self.error_type,
@@ -112,12 +112,20 @@ class Instance:
 
 
 class Engine:
-    def __init__(self) -> None:
+    """SpiffWorkflow behind a small surface: make or load an instance, act on it, run it, read what it waits for.
+
+    Acting and running are separate steps (the transaction core runs an instance once after each action).
+    ``correlate_from_data``: a catch whose workflows have no value yet for its correlation key takes the expected
+    value from the instance's data, evaluated with the catch's own retrieval expressions.
+    """
+
+    def __init__(self, correlate_from_data: bool = True) -> None:
         config = dict(SPIFF_CONFIG)
         config[BpmnWorkflow] = _SpeclessWorkflowConverter
         self._serializer = BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(config))
         self._spec_serializer = BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(dict(SPIFF_CONFIG)))
         self.script_engine = PythonScriptEngine(environment=SafeExpressionEnvironment())
+        self.correlate_from_data = correlate_from_data
 
     # -- specs -------------------------------------------------------------------------------------------------
     def dump_spec(self, entry: ProcessEntry) -> str:
@@ -136,22 +144,20 @@ class Engine:
         return ProcessEntry(entry_like.key, entry_like.process_id, entry_like.group, entry_like.file,
                             entry_like.spec_version, spec, subs)
 
-    # -- instances ---------------------------------------------------------------------------------------------
+    # -- making instances (not run yet) ------------------------------------------------------------------------
     def new_instance(self, entry: ProcessEntry, data: Mapping[str, Any]) -> Instance:
-        """Start through the none start event with ``data`` as the initial task data, and run to the first wait."""
+        """An instance at its none start event with ``data`` as the initial task data."""
         wf = BpmnWorkflow(entry.spec, entry.subprocess_specs, script_engine=self.script_engine)
         for task in wf.get_tasks(state=TaskState.READY):
             task.data.update(data)
-        inst = Instance(wf, entry)
-        self._run(inst)
-        return inst
+        return Instance(wf, entry)
 
     def has_none_start(self, entry: ProcessEntry) -> bool:
         starts = [ts for ts in entry.spec.task_specs.values() if isinstance(ts, StartEventMixin)]
         return any(not list(message_definitions(getattr(ts, "event_definition", None))) for ts in starts)
 
     def start_by_message(self, entry: ProcessEntry, start: StartPoint, payload: Mapping[str, Any]) -> Instance | None:
-        """New instance through ``start``'s Message Start Event; None if the payload cannot be caught there."""
+        """A new instance that caught ``start``'s message; None if the payload cannot be caught there."""
         wf = BpmnWorkflow(entry.spec, entry.subprocess_specs, script_engine=self.script_engine)
         for task in wf.get_tasks(spec_class=StartEventMixin):
             if task.task_spec.bpmn_id != start.element_id:
@@ -159,60 +165,88 @@ class Engine:
         wf.do_engine_steps()
         task = next((t for t in wf.get_tasks(state=TaskState.WAITING)
                      if t.task_spec.bpmn_id == start.element_id), None)
-        if task is None:
-            return None
         inst = Instance(wf, entry)
-        if not self._send(inst, task.task_spec.event_definition, start.message_name, payload):
+        if task is None or not self._catch(task, start.message_name, payload):
             return None
-        self._run(inst)
         return inst
 
-    def deliver(self, inst: Instance, message_name: str, payload: Mapping[str, Any]) -> bool:
-        """Offer the message to the instance's waiting catches; True if one consumed it (then run on)."""
-        for task in self._waiting_catches(inst.workflow):
-            for md in message_definitions(task.task_spec.event_definition):
-                if md.name == message_name and self._send(inst, md, message_name, payload):
-                    self._run(inst)
-                    return True
-        return False
-
-    def _send(self, inst: Instance, md: Any, message_name: str, payload: Mapping[str, Any]) -> bool:
-        wf = inst.workflow
-        if md.name != message_name:
-            for sub in message_definitions(md):
-                if sub.name == message_name:
-                    md = sub
-                    break
-            else:
-                return False
+    # -- acting on an instance ---------------------------------------------------------------------------------
+    def deliver(self, inst: Instance, task_id: str, message_name: str, payload: Mapping[str, Any]) -> bool:
+        """Hand the message to the one waiting task ``task_id``; True if it caught it. Never to any other task:
+        SpiffWorkflow's ``send_event`` would give it to every task of the instance that catches it."""
         try:
-            correlations = md.calculate_correlations(wf.script_engine, md.correlation_properties, payload)
+            task = inst.workflow.get_task_from_id(UUID(task_id))
+        except (ValueError, KeyError):
+            return False
+        if task is None or task.state != TaskState.WAITING or not isinstance(task.task_spec, CatchingEvent):
+            return False
+        return self._catch(task, message_name, payload)
+
+    def _catch(self, task: Any, message_name: str, payload: Mapping[str, Any]) -> bool:
+        md = next((d for d in message_definitions(task.task_spec.event_definition) if d.name == message_name), None)
+        if md is None:
+            return False
+        self._seed_correlations(task)
+        try:
+            correlations = md.calculate_correlations(task.workflow.script_engine, md.correlation_properties, payload)
         except Exception:
             return False  # the payload lacks what this catch's retrieval expressions read
-        try:
-            wf.send_event(BpmnEvent(md, dict(payload), correlations))
-        except WorkflowException:
+        event = BpmnEvent(md, dict(payload), correlations)
+        if not task.task_spec.catches(task, event):
             return False
+        task.task_spec.catch(task, event)
+        outer = task.task_spec.event_definition
+        if isinstance(outer, MultipleEventDefinition) and outer.parallel:
+            # A parallel multiple event keeps waiting for its other messages: what the first one said must key that
+            # wait, and its payload must not be lost (SpiffWorkflow 3.2 merges neither for such an event).
+            task.workflow.correlations.update(correlations)
+            if getattr(md, "message_var", None):
+                task.data[md.message_var] = dict(payload)
+        task.task_spec._update(task)
         return True
 
-    def _run(self, inst: Instance) -> None:
+    def run(self, inst: Instance) -> None:
+        """Run to the next wait; a script or expression that fails stops the instance in ``error``."""
         try:
             inst.workflow.do_engine_steps()
-        except SpiffWorkflowException as exc:
-            inst.failure = _failure(exc)
         except Exception as exc:  # a script raising anything is a process error, not a server error
             inst.failure = _failure(exc)
 
+    # -- what an instance waits for ----------------------------------------------------------------------------
     @staticmethod
     def _waiting_catches(wf: Any) -> list[Any]:
+        """Waiting catch tasks, outer workflows first: waits that begin in one step are indexed in this order, and
+        the first indexed wins, so a boundary event takes a message before a catch inside its activity."""
         out = []
         for task in wf.get_tasks(state=TaskState.WAITING):
             if not isinstance(task.task_spec, CatchingEvent):
                 continue
-            if isinstance(task.task_spec, StartEventMixin) and task.workflow is wf:
-                continue  # a top-level message start is not a wait of a running instance
+            if isinstance(task.task_spec, StartEventMixin) and task.workflow is wf and not _seen_events(task):
+                continue  # a top-level start that caught nothing is not a wait of a running instance
             out.append(task)
-        return out
+        return sorted(out, key=lambda t: t.workflow.depth)
+
+    def _seed_correlations(self, task: Any) -> None:
+        """Give the task's workflow the values its catch's keys expect, where it has none yet: from the nearest
+        enclosing workflow that has them, else (``correlate_from_data``) from the instance's data."""
+        wf = task.workflow
+        for md in message_definitions(task.task_spec.event_definition):
+            by_key: dict[str, list[Any]] = {}
+            for prop in md.correlation_properties:
+                for key in prop.correlation_keys or ():
+                    by_key.setdefault(key, []).append(prop)
+            for key, props in by_key.items():
+                if key in wf.correlations:
+                    continue
+                outer = wf.parent_workflow
+                while outer is not None and key not in outer.correlations:
+                    outer = outer.parent_workflow
+                if outer is not None:
+                    wf.correlations[key] = dict(outer.correlations[key])
+                elif self.correlate_from_data:
+                    values = _evaluate_all(props, task.data)
+                    if values is not None:
+                        wf.correlations[key] = values
 
     def waits(self, inst: Instance) -> list[Wait]:
         """What the instance waits for: message name and the correlation values each catch expects."""
@@ -220,15 +254,26 @@ class Engine:
             return []
         out = []
         for task in self._waiting_catches(inst.workflow):
+            self._seed_correlations(task)
             correlations = task.workflow.correlations
+            seen = [ev.event_definition for ev in _seen_events(task)]
             for md in message_definitions(task.task_spec.event_definition):
-                props = md.correlation_properties
-                if not props or not correlations:
-                    out.append(Wait(str(task.id), task.task_spec.bpmn_id, md.name, (), True))
-                    continue
-                keys = sorted({k for p in props for k in p.correlation_keys})
+                if md in seen:
+                    continue  # a parallel multiple event that has this message already
+                keys = sorted({k for p in md.correlation_properties for k in p.correlation_keys or ()})
                 expected = tuple(expected_key_value(k, correlations[k]) for k in keys if k in correlations)
-                out.append(Wait(str(task.id), task.task_spec.bpmn_id, md.name, expected, False))
+                out.append(Wait(str(task.id), task.task_spec.bpmn_id, md.name, expected, not expected))
+        return out
+
+    def waiting_timers(self, inst: Instance) -> list[str]:
+        """Element ids of timers the instance waits at (nothing fires them yet; they are still something to wait
+        for)."""
+        out = []
+        for task in inst.workflow.get_tasks(state=TaskState.WAITING):
+            ed = getattr(task.task_spec, "event_definition", None)
+            defs = ed.event_definitions if isinstance(ed, MultipleEventDefinition) else [ed]
+            if any(isinstance(d, TimerEventDefinition) for d in defs):
+                out.append(task.task_spec.bpmn_id)
         return out
 
     def drain(self, inst: Instance) -> list[Thrown]:
@@ -274,6 +319,25 @@ class Engine:
         return Instance(wf, entry)
 
 
+def _seen_events(task: Any) -> list[Any]:
+    """Events a parallel multiple event (a start that needs several messages) has caught so far."""
+    ed = task.task_spec.event_definition
+    if not (isinstance(ed, MultipleEventDefinition) and ed.parallel):
+        return []
+    return list(task.internal_data.get("seen_events", []))
+
+
+def _evaluate_all(props: list[Any], data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The values of a key's properties on ``data``; None when any of them cannot be evaluated there."""
+    values = {}
+    for prop in props:
+        try:
+            values[prop.name] = evaluate(prop.retrieval_expression, data)
+        except Exception:
+            return None
+    return values
+
+
 def _json_data(data: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = json.loads(json.dumps(
         {k: v for k, v in data.items() if not callable(v)}, default=str))
@@ -291,5 +355,4 @@ def _failure(exc: Exception) -> ProcessFailure:
         task_name=getattr(spec, "bpmn_name", None),
         error_type=error_type,
         message=str(exc.args[0]) if exc.args else str(exc),
-        trace=traceback.format_exception_only(type(exc), exc),
     )

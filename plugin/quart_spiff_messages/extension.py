@@ -21,35 +21,36 @@ from quart_schema import Info, QuartSchema
 from .api import create_blueprint, create_metrics_blueprint
 from .api.openapi import ProblemAwareProvider
 from .catalog import Catalog, CatalogError
+from .clock import Clock
 from .config import Settings
 from .engine import Engine
-from .router import Outcome, Router
-from .store import Store
+from .outcomes import Outcome
+from .runtime import Runtime
+from .store import MessageRecord, Store
 
 EXTENSION_KEY = "spiff_messages"
 log = logging.getLogger("quart_spiff_messages")
-Clock = Callable[[], float]
 Authorize = Callable[[Request, str], bool | Awaitable[bool]]
 
 
 @dataclass
 class _AppState:
-    """Everything one app's extension owns. ``router`` and ``store`` exist while the app serves."""
+    """Everything one app's extension owns. ``runtime`` and ``store`` exist while the app serves."""
 
     settings: Settings
     clock: Clock
     authorize: Authorize
-    _router: Router | None = None
+    _runtime: Runtime | None = None
     _store: Store | None = None
     sweeper: asyncio.Task[None] | None = None
     generation: int = 0  # the catalog generation this process has loaded
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
-    def router(self) -> Router:
-        if self._router is None:
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
             raise RuntimeError("quart-spiff-messages is not started: run inside the app (before_serving)")
-        return self._router
+        return self._runtime
 
     @property
     def store(self) -> Store:
@@ -65,12 +66,12 @@ class _AppState:
         """
         async with self.reload_lock:
             catalog = await asyncio.to_thread(Catalog.load, self.settings.bpmn_dir)  # raises CatalogError
-            await _save_specs(self.store, self.router.engine, catalog)
+            await _save_specs(self.store, self.runtime.engine, catalog)
             generation = following if following is not None else \
-                await self.store.run(lambda tx: tx.bump_catalog_generation())
-            router = self.router.with_catalog(catalog)
-            self._router, self.generation = router, generation
-        started = await router.start_buffered()
+                await self.store.write(lambda tx: tx.bump_catalog_generation())
+            runtime = self.runtime.with_catalog(catalog)
+            self._runtime, self.generation = runtime, generation
+        started = await runtime.upkeep.start_buffered()
         log.info("catalog generation %d loaded: %d processes, %d messages; %d buffered messages started",
                  generation, len(catalog.processes), len(catalog.messages), started)
         return Reloaded(generation, len(catalog.processes), len(catalog.messages), started)
@@ -155,7 +156,7 @@ class SpiffMessages:
         store = Store(state.settings.database_url, state.clock, state.settings.lock_timeout_seconds)
         try:
             await store.upgrade()
-            engine = Engine()
+            engine = Engine(correlate_from_data=state.settings.correlate_from_data)
             await _save_specs(store, engine, catalog)
             state.generation = await store.read(lambda tx: tx.catalog_generation())
             state.reload_lock = asyncio.Lock()  # this serving loop's own
@@ -163,8 +164,8 @@ class SpiffMessages:
             await store.dispose()
             raise
         state._store = store
-        state._router = Router(catalog, engine, store, state.settings.max_ttl_seconds)
-        recovered = await state._router.recover()
+        state._runtime = Runtime.create(catalog, engine, store, state.settings.max_ttl_seconds)
+        recovered = await state._runtime.upkeep.recover()
         if recovered:
             log.info("re-offered %d thrown messages left ready by an earlier run", recovered)
         state.sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(state))
@@ -176,7 +177,7 @@ class SpiffMessages:
         while True:
             try:
                 await state.follow_reloads()
-                await state.router.sweep(retention_seconds=retention)
+                await state.runtime.upkeep.sweep(retention_seconds=retention)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -193,7 +194,7 @@ class SpiffMessages:
         if state._store is not None:
             await state._store.dispose()
         state._store = None
-        state._router = None
+        state._runtime = None
 
     # -- Python API ---------------------------------------------------------------------------------------------
     def _state(self) -> _AppState:
@@ -202,12 +203,13 @@ class SpiffMessages:
         return state
 
     @property
-    def router(self) -> Router:
-        return self._state().router
+    def runtime(self) -> Runtime:
+        """The working set of the loaded catalog: ``router``, ``upkeep``, ``reads`` (replaced on reload)."""
+        return self._state().runtime
 
     @property
     def catalog(self) -> Catalog:
-        return self.router.catalog
+        return self.runtime.catalog
 
     async def send_message(self, name: str, payload: Mapping[str, Any], *, ttl: int = 0,
                            message_instance_uuid: str | None = None) -> Outcome:
@@ -216,19 +218,20 @@ class SpiffMessages:
         ``ttl`` > 0 keeps a message nobody takes now for that many seconds (``message_instance_uuid`` required);
         a ``message_instance_uuid`` sent again returns the stored outcome.
         """
-        return await self.router.send_message(name, payload, ttl=ttl, message_instance_uuid=message_instance_uuid)
+        return await self.runtime.router.send_message(name, payload, ttl=ttl,
+                                                      message_instance_uuid=message_instance_uuid)
 
     async def reload(self) -> Reloaded:
         """Reload the BPMN folder in this process and ask every other worker to follow (CatalogError if broken)."""
         return await self._state().reload()
 
-    async def cancel_message(self, message_instance_uuid: str) -> Any:
+    async def cancel_message(self, message_instance_uuid: str) -> MessageRecord:
         """Cancel a buffered message."""
-        return await self.router.cancel_message(message_instance_uuid)
+        return await self.runtime.router.cancel_message(message_instance_uuid)
 
     async def start_process(self, process_id: str, data: Mapping[str, Any] | None = None) -> Outcome:
         """Start ``process_id`` (``group:process_id`` in a group) through its plain start event."""
-        return await self.router.start_process(process_id, data or {})
+        return await self.runtime.router.start_process(process_id, data or {})
 
 
 def _description(settings: Settings) -> str:

@@ -9,11 +9,9 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 
+from .errors import InvalidName
+
 MAX_NAME_LENGTH = 255
-
-
-class InvalidName(ValueError):
-    """The name cannot be a message or process name; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -21,13 +19,46 @@ class ScopedName:
     group: str  # "" = every group
     name: str
 
-    def in_scope(self, group: str) -> bool:
-        return in_scope(self.group, group)
+    @property
+    def key(self) -> str:
+        """The process key this name stands for: ``group/name``, or ``name`` at the root."""
+        return process_key(self.group, self.name)
 
 
+def process_key(group: str, process_id: str) -> str:
+    """How a process is known across groups: ``group/process_id``, or ``process_id`` in the root group."""
+    return f"{group}/{process_id}" if group else process_id
+
+
+# -- the group-scope rule ----------------------------------------------------------------------------------------
+# A prefix scopes to that group and its sub-groups, by path segment ("a" covers "a" and "a/b", never "ab"). The
+# catalog asks in_scope; the store matches waits with group_path/group_path_pattern and buffered messages with
+# ancestor_groups. tests/test_properties.py checks that the three agree.
 def in_scope(prefix: str, group: str) -> bool:
     """True when ``group`` is ``prefix`` or one of its sub-groups (path segments, not string prefixes)."""
     return not prefix or group == prefix or group.startswith(prefix + "/")
+
+
+def group_path(group: str) -> str:
+    """A group as stored with a wait: ``/`` for the root, ``/a/b/`` for group ``a/b``."""
+    return f"/{group}/" if group else "/"
+
+
+def group_path_pattern(prefix: str) -> str:
+    """The SQL ``LIKE`` pattern (escape character ``\\``) matching the group paths :func:`in_scope` of ``prefix``."""
+    escaped = group_path(prefix).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+def ancestor_groups(group: str) -> list[str]:
+    """The prefixes whose scope covers ``group``: "", "a", "a/b" for group "a/b"."""
+    parts = group.split("/") if group else []
+    return [""] + ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def depth(group: str) -> int:
+    """How deep a group is: 0 at the root (the nearest Message Start Event is the shallowest)."""
+    return len(group.split("/")) if group else 0
 
 
 def _check_segment(segment: str, whole: str) -> None:

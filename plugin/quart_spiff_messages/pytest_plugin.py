@@ -38,16 +38,19 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 
+from .clock import ManualClock
+
 if TYPE_CHECKING:
     from quart import Quart
     from quart.typing import TestClientProtocol
 
     from .extension import SpiffMessages
-    from .router import Outcome
+    from .outcomes import Outcome
 
 __all__ = ["BpmnHarness", "InstanceView", "ManualClock", "Wait", "make_spiff_app"]
 
 INI_OPTION = "spiff_messages_bpmn_dir"
+INVARIANTS_OPTION = "spiff_messages_check_invariants"
 MARKER = "spiff_bpmn"
 _HOW_TO_CHOOSE = (f"choose the BPMN folder with the marker @pytest.mark.{MARKER}(path) (relative to the test "
                   f"file's folder) or the ini option {INI_OPTION} = path (relative to the ini file's folder)")
@@ -73,29 +76,15 @@ def _async_fixture(fn: F) -> F:
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(INI_OPTION, help="quart-spiff-messages: the folder of BPMN files the spiff fixtures serve "
                                    "(relative to the ini file's folder)", default="")
+    parser.addini(INVARIANTS_OPTION, type="bool", default=True,
+                  help="quart-spiff-messages: after each test that started spiff_app, fail it if an instance waits "
+                       "with nothing to wait for, a message is left running or a delivery lacks its receive row")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{MARKER}(path): quart-spiff-messages fixtures serve this BPMN folder (relative to the test "
                    f"file's folder); overrides the {INI_OPTION} ini option")
-
-
-# -- the clock ----------------------------------------------------------------------------------------------------
-class ManualClock:
-    """A clock that stands still until told to move: call :meth:`advance` instead of sleeping."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def __repr__(self) -> str:
-        return f"ManualClock(now={self.now})"
 
 
 # -- what an instance looks like ----------------------------------------------------------------------------------
@@ -194,7 +183,7 @@ class BpmnHarness:
 
         A message past its time is never delivered even before a sweep; this only makes its status show it.
         """
-        expired, _ = await self.extension.router.sweep()
+        expired, _ = await self.extension.runtime.upkeep.sweep()
         return expired
 
     # -- looking -----------------------------------------------------------------------------------------------------
@@ -202,11 +191,20 @@ class BpmnHarness:
         """The instance as it is now: status, data, the messages it waits for, its error."""
         __tracebackhide__ = True  # a failure points at the test's line, not here
         instance_id = _instance_id(instance)
-        row, data, waits = await self.extension.router.instance_view(instance_id)
-        return InstanceView(id=row.id, process_key=row.process_key, status=row.status, data=data,
-                            waiting_for=[Wait.from_json(w) for w in waits], error=row.error)
+        view = await self.extension.runtime.reads.instance_view(instance_id)
+        row = view.instance
+        return InstanceView(id=row.id, process_key=row.process_key, status=row.status, data=view.data,
+                            waiting_for=[Wait.from_json(w) for w in view.waiting_for], error=row.error)
 
     # -- checking ----------------------------------------------------------------------------------------------------
+    async def assert_invariants(self) -> None:
+        """No instance waits with nothing to wait for, no message is left ``running``, every delivery has exactly
+        one receive row (also checked after every test that started ``spiff_app``)."""
+        __tracebackhide__ = True  # a failure points at the test's line, not here
+        broken = await self.extension.runtime.reads.invariant_violations()
+        if broken:
+            raise AssertionError("invariants broken:\n  " + "\n  ".join(broken))
+
     async def assert_status(self, instance: int | Outcome | InstanceView, status: str) -> InstanceView:
         """The instance has this status (waiting, complete, error, user_input_required)."""
         __tracebackhide__ = True  # a failure points at the test's line, not here
@@ -245,7 +243,7 @@ class BpmnHarness:
 
 def _instance_id(instance: int | Outcome | InstanceView) -> int:
     __tracebackhide__ = True
-    from .router import Outcome
+    from .outcomes import Outcome
 
     if isinstance(instance, InstanceView):
         return instance.id
@@ -332,12 +330,20 @@ def spiff_extension(spiff_bpmn_dir: Path, spiff_database_url: str, spiff_clock: 
 
 
 @_async_fixture
-async def spiff_app(spiff_extension: SpiffMessages) -> AsyncIterator[Quart]:
-    """The Quart app, started (catalog loaded, database migrated) for the test and stopped after it."""
+async def spiff_app(spiff_extension: SpiffMessages, request: pytest.FixtureRequest) -> AsyncIterator[Quart]:
+    """The Quart app, started (catalog loaded, database migrated) for the test and stopped after it.
+
+    Before it stops, the invariants are checked (ini option ``spiff_messages_check_invariants``, default on).
+    """
     app = spiff_extension.app
     assert app is not None
     async with app.test_app():
         yield app
+        if request.config.getini(INVARIANTS_OPTION) and spiff_extension._state()._runtime is not None:
+            broken = await spiff_extension.runtime.reads.invariant_violations()
+            if broken:
+                pytest.fail("the test left the database in a state no request may leave it in:\n  "
+                            + "\n  ".join(broken), pytrace=False)
 
 
 @pytest.fixture

@@ -10,19 +10,9 @@ from quart import Response
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from ..names import InvalidName
-from ..router import RouterError
+from ..errors import SpiffMessagesError
 
 log = logging.getLogger("quart_spiff_messages")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, error_code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_code = error_code
-        self.message = message
-        self.extra = extra
 
 
 def problem(status: int, error_code: str, message: str, **extra: Any) -> Response:
@@ -32,23 +22,10 @@ def problem(status: int, error_code: str, message: str, **extra: Any) -> Respons
     return Response(stdjson.dumps(body, default=str), status=status, content_type="application/problem+json")
 
 
-async def on_api_error(exc: ApiError) -> Response:
-    extra = dict(exc.extra)
-    headers = extra.pop("headers", {})
-    response = problem(exc.status, exc.error_code, exc.message, **extra)
-    response.headers.update(headers)
-    return response
-
-
-async def on_router_error(exc: RouterError) -> Response:
+async def on_refusal(exc: SpiffMessagesError) -> Response:
     response = problem(exc.status, exc.error_code, exc.message, **exc.extra)
-    if "retry_after" in exc.extra:
-        response.headers["Retry-After"] = str(exc.extra["retry_after"])
+    response.headers.update(exc.headers)
     return response
-
-
-async def on_invalid_name(exc: InvalidName) -> Response:
-    return problem(400, "invalid_message_name", str(exc))
 
 
 async def on_validation_error(exc: RequestSchemaValidationError) -> Response:

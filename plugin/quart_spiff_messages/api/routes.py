@@ -21,11 +21,12 @@ from quart_schema import (
 )
 from werkzeug.exceptions import HTTPException
 
+from .. import errors as e
 from .. import metrics as metrics_text
 from ..catalog import CatalogError
 from ..config import Settings
-from ..names import InvalidName, parse_modified_name
-from ..router import Outcome, RouterError
+from ..names import parse_modified_name
+from ..outcomes import Outcome
 from ..store import MESSAGE_STATUSES, MessageFilter
 from . import errors, schemas, views
 
@@ -63,25 +64,23 @@ async def _json_object(what: str, required: bool = True) -> dict[str, Any]:
     settings: Settings = _state().settings
     limit = settings.max_payload_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise errors.ApiError(413, "payload_too_large", f"the {what} is larger than {limit} bytes")
+        raise e.PayloadTooLarge(f"the {what} is larger than {limit} bytes")
     body = await request.get_data()
     raw = body if isinstance(body, bytes) else body.encode()
     if len(raw) > limit:
-        raise errors.ApiError(413, "payload_too_large", f"the {what} is larger than {limit} bytes")
+        raise e.PayloadTooLarge(f"the {what} is larger than {limit} bytes")
     if not raw.strip():
         if required:
-            raise errors.ApiError(400, "invalid_payload", f"the {what} must be a JSON object; the body is empty")
+            raise e.InvalidPayload(f"the {what} must be a JSON object; the body is empty")
         return {}
     try:
         value = stdjson.loads(raw.decode("utf-8"), parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise errors.ApiError(400, "invalid_payload", f"the {what} is not valid JSON: {exc}") from exc
+        raise e.InvalidPayload(f"the {what} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
-        raise errors.ApiError(400, "invalid_payload",
-                              f"the {what} must be a JSON object, not {type(value).__name__}")
+        raise e.InvalidPayload(f"the {what} must be a JSON object, not {type(value).__name__}")
     if _depth(value) > settings.max_payload_depth:
-        raise errors.ApiError(400, "invalid_payload",
-                              f"the {what} is nested deeper than {settings.max_payload_depth} levels")
+        raise e.InvalidPayload(f"the {what} is nested deeper than {settings.max_payload_depth} levels")
     return value
 
 
@@ -115,13 +114,13 @@ async def check_access(action: str) -> None:
     if keys:
         presented = _presented_key()
         if presented is None or not any(hmac.compare_digest(presented.encode(), k.encode()) for k in keys):
-            raise errors.ApiError(401, "unauthorized", "a valid API key is required (header SpiffWorkflow-Api-Key "
-                                  "or Authorization: Bearer)", headers={"WWW-Authenticate": "Bearer"})
+            raise e.Unauthorized("a valid API key is required (header SpiffWorkflow-Api-Key or Authorization: "
+                                 "Bearer)", headers={"WWW-Authenticate": "Bearer"})
     allowed = state.authorize(request, action)
     if inspect.isawaitable(allowed):
         allowed = await allowed
     if not allowed:
-        raise errors.ApiError(403, "forbidden", f"not allowed to {action.replace('_', ' ')}")
+        raise e.Forbidden(f"not allowed to {action.replace('_', ' ')}")
 
 
 def _problems(*statuses: int) -> Callable[[F], F]:
@@ -141,7 +140,7 @@ def _query(model: type[M]) -> M:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "query"
-        raise errors.ApiError(400, "invalid_query_parameter", f"{field}: {first['msg']}", field=field) from exc
+        raise e.InvalidQueryParameter(f"{field}: {first['msg']}", field=field) from exc
 
 
 def _send_options(max_ttl: int) -> tuple[int, str | None]:
@@ -150,12 +149,11 @@ def _send_options(max_ttl: int) -> tuple[int, str | None]:
     try:
         ttl = int(raw_ttl)
     except ValueError as exc:
-        raise errors.ApiError(400, "invalid_time_to_live",
-                              f"time_to_live_in_seconds must be an integer from 0 to {max_ttl}") from exc
+        raise e.InvalidTimeToLive(f"time_to_live_in_seconds must be an integer from 0 to {max_ttl}") from exc
     key = request.args.get("message_instance_uuid") or None
     execution_mode = request.args.get("execution_mode")
     if execution_mode not in (None, "synchronous", "asynchronous"):
-        raise errors.ApiError(400, "invalid_execution_mode", "execution_mode is synchronous or asynchronous")
+        raise e.InvalidExecutionMode("execution_mode is synchronous or asynchronous")
     return ttl, key
 
 
@@ -204,7 +202,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
         parse_modified_name(modified_message_name)
         ttl, key = _send_options(max_ttl)
         payload = await _json_object("message payload")
-        return _outcome(await _state().router.send_message(modified_message_name, payload, ttl=ttl,
+        return _outcome(await _state().runtime.router.send_message(modified_message_name, payload, ttl=ttl,
                                                            message_instance_uuid=key))
 
     @bp.delete("/messages/<message_instance_uuid>")
@@ -212,7 +210,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
     @_problems(400, 404, 409, 503)
     async def cancel_message(message_instance_uuid: str) -> Response:
         """Cancel a buffered message (status `cancelled`, failure cause `cancelled by request`)."""
-        msg = await _state().router.cancel_message(message_instance_uuid)
+        msg = await _state().runtime.router.cancel_message(message_instance_uuid)
         return _ok({"message_instance": views.message_json(msg)})
 
     @bp.get("/messages")
@@ -237,7 +235,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
         try:
             body = schemas.MessageSearch.model_validate(await _json_object("search filter", required=False))
         except ValidationError as exc:
-            raise errors.ApiError(400, "invalid_request", str(exc)) from exc
+            raise e.InvalidRequest(str(exc)) from exc
         flt = MessageFilter(name=body.name, statuses=body.status, message_types=body.message_type,
                             process_instance_id=body.process_instance_id, created_after=body.created_after,
                             created_before=body.created_before)
@@ -251,7 +249,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
         flt = MessageFilter(name=q.name or None, statuses=_csv(q.status), message_types=_csv(q.message_type),
                             process_instance_id=q.process_instance_id)
         state = _state()
-        result = await state.router.list_messages(flt, q.page, q.per_page)
+        result = await state.runtime.reads.list_messages(flt, q.page, q.per_page)
         now = state.clock()
 
         def page_url(number: int) -> str:
@@ -269,7 +267,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
     @document_response(schemas.MessageModelsOut, 200)
     async def message_models() -> Response:
         """The catalog: every message, its correlation properties, the processes it starts and where it is caught."""
-        return _ok(_catalog_json(_state().router.catalog))
+        return _ok(_catalog_json(_state().runtime.catalog))
 
     @bp.post("/catalog/reload")
     @document_response(schemas.ReloadOut, 200)
@@ -281,8 +279,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
         try:
             done = await _state().reload()
         except CatalogError as exc:
-            raise errors.ApiError(422, "catalog_load_error", str(exc), file=exc.file, line=exc.line,
-                                  element_id=exc.element_id) from exc
+            raise e.CatalogLoadError(str(exc), file=exc.file, line=exc.line, element_id=exc.element_id) from exc
         return _ok({"generation": done.generation, "processes": done.processes, "messages": done.messages,
                     "buffered_messages_started": done.buffered_started})
 
@@ -294,10 +291,10 @@ def create_blueprint(settings: Settings) -> Blueprint:
         """Start a process through its plain start event; the body is its initial data."""
         try:
             parse_modified_name(modified_process_id)
-        except InvalidName as exc:
-            raise errors.ApiError(400, "invalid_process_id", str(exc)) from exc
+        except e.InvalidName as exc:
+            raise e.InvalidProcessId(str(exc)) from exc
         data = await _json_object("initial data", required=False)
-        outcome = await _state().router.start_process(modified_process_id, data)
+        outcome = await _state().runtime.router.start_process(modified_process_id, data)
         if outcome.kind == "process_error":
             return _outcome(outcome)
         assert outcome.instance is not None
@@ -311,9 +308,9 @@ def create_blueprint(settings: Settings) -> Blueprint:
         """An instance: status, current data, and the messages it waits for with their correlation values."""
         number = int(instance_id) if instance_id.isascii() and instance_id.isdigit() else 0
         if not 1 <= number <= schemas.MAX_INT:
-            raise errors.ApiError(404, "process_instance_not_found", f"no process instance {instance_id!r}")
-        row, data, waits = await _state().router.instance_view(number)
-        return _ok({"process_instance": {**views.instance_json(row), "data": data, "waiting_for": waits}})
+            raise e.InstanceNotFound(f"no process instance {instance_id!r}")
+        view = await _state().runtime.reads.instance_view(number)
+        return _ok({"process_instance": views.instance_view_json(view)})
 
     @bp.get("/process-instances")
     @document_querystring(schemas.InstanceListQuery)
@@ -322,11 +319,8 @@ def create_blueprint(settings: Settings) -> Blueprint:
     async def list_instances() -> Response:
         """Process instances, newest first."""
         q = _query(schemas.InstanceListQuery)
-        key = None
-        if q.process_id:
-            scoped = parse_modified_name(q.process_id)
-            key = f"{scoped.group}/{scoped.name}" if scoped.group else scoped.name
-        page = await _state().router.list_instances(status=q.status, process_key=key, page=q.page,
+        key = parse_modified_name(q.process_id).key if q.process_id else None
+        page = await _state().runtime.reads.list_instances(status=q.status, process_key=key, page=q.page,
                                                      per_page=q.per_page)
         return _ok(views.page_json(page, [views.instance_json(r) for r in page.rows]))
 
@@ -345,16 +339,14 @@ def create_metrics_blueprint(settings: Settings) -> Blueprint:
     @bp.get(settings.metrics_path)
     @hide
     async def metrics() -> Response:
-        return Response(await _state().router.metrics(), content_type=metrics_text.CONTENT_TYPE)
+        return Response(await _state().runtime.reads.metrics(), content_type=metrics_text.CONTENT_TYPE)
 
     _error_handlers(bp)
     return bp
 
 
 def _error_handlers(bp: Blueprint) -> None:
-    bp.register_error_handler(errors.ApiError, errors.on_api_error)
-    bp.register_error_handler(RouterError, errors.on_router_error)
-    bp.register_error_handler(InvalidName, errors.on_invalid_name)
+    bp.register_error_handler(e.SpiffMessagesError, errors.on_refusal)
     bp.register_error_handler(RequestSchemaValidationError, errors.on_validation_error)
     bp.register_error_handler(HTTPException, errors.on_http_error)
     bp.register_error_handler(Exception, errors.on_unexpected)
@@ -365,7 +357,7 @@ def _csv(value: str | None) -> list[str] | None:
 
 
 async def _message_page(flt: MessageFilter, page: int, per_page: int) -> Response:
-    result = await _state().router.list_messages(flt, page, per_page)
+    result = await _state().runtime.reads.list_messages(flt, page, per_page)
     return _ok(views.page_json(result, [views.message_json(r) for r in result.rows]))
 
 

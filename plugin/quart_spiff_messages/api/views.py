@@ -7,15 +7,16 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
+from ..core import InstanceView
 from ..names import modified
-from ..store import MessageInstance, Page, ProcessInstance
+from ..store import InstanceRecord, MessageRecord, Page
 
 
 def _secs(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
-def message_json(row: MessageInstance) -> dict[str, Any]:
+def message_json(row: MessageRecord) -> dict[str, Any]:
     return {
         "id": row.id,
         "name": row.name,
@@ -34,7 +35,7 @@ def message_json(row: MessageInstance) -> dict[str, Any]:
     }
 
 
-def message_summary(row: MessageInstance) -> dict[str, Any]:
+def message_summary(row: MessageRecord) -> dict[str, Any]:
     """The short form Spiff Arena answers with a buffered message."""
     full = message_json(row)
     keys = ("id", "name", "message_type", "status", "message_instance_uuid", "expires_at_in_seconds",
@@ -42,7 +43,7 @@ def message_summary(row: MessageInstance) -> dict[str, Any]:
     return {k: full[k] for k in keys}
 
 
-def instance_json(row: ProcessInstance) -> dict[str, Any]:
+def instance_json(row: InstanceRecord) -> dict[str, Any]:
     return {
         "id": row.id,
         "process_id": row.process_id,
@@ -58,7 +59,12 @@ def instance_json(row: ProcessInstance) -> dict[str, Any]:
     }
 
 
-def page_json(page: Page, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def instance_view_json(view: InstanceView) -> dict[str, Any]:
+    """An instance with its current data and what it waits for."""
+    return {**instance_json(view.instance), "data": view.data, "waiting_for": view.waiting_for}
+
+
+def page_json(page: Page[Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"results": rows, "pagination": {"count": len(rows), "total": page.total, "pages": page.pages}}
 
 
@@ -72,7 +78,7 @@ def _time_left(expires_at: float | None, status: str, now: float) -> str:
     return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
-def page_row(row: MessageInstance, now: float, url_prefix: str) -> dict[str, Any]:
+def page_row(row: MessageRecord, now: float, url_prefix: str) -> dict[str, Any]:
     """One message as the messages page shows it (the template escapes every value)."""
     return {
         "id": row.id,

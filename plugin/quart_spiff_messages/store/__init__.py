@@ -1,48 +1,60 @@
-"""The store: every SQL statement lives here. One message = one transaction (:meth:`Store.run`)."""
+"""The store: every SQL statement lives here. One change = one transaction (:meth:`Store.run`).
+
+It hands back frozen records (:mod:`.records`) and raises its own exceptions (:class:`Busy`, :class:`AlreadyExists`);
+nothing above it sees a SQLAlchemy object or error. Rows are written only through the statements of
+:mod:`.statements`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import math
+import dataclasses
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import and_, delete, func, inspect, or_, select, text, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from ..clock import Clock
 from ..correlation import KeyValue
+from ..names import ancestor_groups, group_path, group_path_pattern
 from . import db
 from . import statements as sql
-from .models import (
-    MESSAGE_STATUSES,
-    CatalogGeneration,
-    MessageInstance,
-    MessageKey,
-    ProcessInstance,
-    ProcessSpec,
-    Subscription,
-)
+from .models import MESSAGE_STATUSES
+from .records import InstanceRecord, MessageRecord, Page, WaitingTask, WaitRow, record
 from .sqlite import SqliteStore
 
-__all__ = ["MESSAGE_STATUSES", "Busy", "MessageFilter", "MessageInstance", "Page", "ProcessInstance", "Store",
-           "Subscription", "Tx"]
+__all__ = ["MESSAGE_STATUSES", "AlreadyExists", "Busy", "Committed", "InstanceRecord", "MessageFilter",
+           "MessageRecord", "Page", "Store", "Tx", "WaitRow", "WaitingTask", "correlation_lock"]
 
-Clock = Callable[[], float]
 T = TypeVar("T")
 RETRY_STATES = {"40P01", "40001"}  # deadlock detected, serialization failure: run the transaction again
 BUSY_STATES = {"55P03"}  # lock_not_available: lock_timeout ran out
 ATTEMPTS = 4
+FINISHED = ("completed", "cancelled", "not_accepted", "failed")
+
+M, P, S, K = sql.MESSAGES, sql.INSTANCES, sql.SUBSCRIPTIONS, sql.MESSAGE_KEYS  # messages, process instances, ...
 
 
 class Busy(Exception):
     """A lock stayed taken longer than the lock timeout (a busy instance): the caller may retry later."""
+
+
+class AlreadyExists(Exception):
+    """A row with the same unique key (a ``message_instance_uuid``) was written first; nothing of this transaction
+    was committed."""
+
+
+def correlation_lock(message_name: str, key: str = "*", digest: str = "") -> str:
+    """The advisory lock a message and a wait for it both take (see :meth:`Tx.lock_keys`); ``*`` = any key."""
+    return f"{message_name}\x1f{key}\x1f{digest}"
 
 
 def sqlstate(exc: DBAPIError) -> str | None:
@@ -58,29 +70,6 @@ def _sqlite_busy(exc: DBAPIError) -> bool:
     return "database is locked" in str(exc.orig) or "database is busy" in str(exc.orig)
 
 
-FINISHED = ("completed", "cancelled", "not_accepted", "failed")
-
-
-def group_path(group: str) -> str:
-    return f"/{group}/" if group else "/"
-
-
-def ancestor_scopes(group: str) -> list[str]:
-    """Scopes that cover ``group``: "", "a", "a/b" for group "a/b"."""
-    parts = group.split("/") if group else []
-    return [""] + ["/".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-@dataclass(frozen=True)
-class WaitRow:
-    """What the store needs to index one wait (built by the router from the engine's waits)."""
-
-    task_id: str
-    element_id: str
-    message_name: str
-    key: KeyValue | None  # None: accepts any message of that name
-
-
 @dataclass(frozen=True)
 class MessageFilter:
     name: str | None = None
@@ -92,24 +81,20 @@ class MessageFilter:
 
 
 @dataclass(frozen=True)
-class Page:
-    rows: list[Any]
-    total: int
-    page: int
-    per_page: int
+class Committed(Generic[T]):
+    """What a committed transaction returns: its result, and the messages it threw, to route after the commit."""
 
-    @property
-    def pages(self) -> int:
-        return math.ceil(self.total / self.per_page) if self.per_page else 0
+    value: T
+    outbox: tuple[int, ...]
 
 
 class Store:
-    """Runs the router's work in transactions.
+    """Runs work in transactions.
 
-    The router's work is plain (synchronous) code on a SQLAlchemy ``Session``. On PostgreSQL it runs on the event
-    loop through the asyncio engine (asyncpg; ``AsyncSession.run_sync``). On SQLite a whole transaction runs in one
-    writer thread of its own with the standard ``sqlite3`` driver: a statement there costs microseconds, where
-    a hop to aiosqlite's thread costs about 100 µs and SQLAlchemy's asyncio bridge 200 µs more, per statement.
+    The work is plain (synchronous) code on a :class:`Tx`. On PostgreSQL it runs on the event loop through the
+    asyncio engine (asyncpg; ``AsyncSession.run_sync``). On SQLite a whole transaction runs in one writer thread of
+    its own with the standard ``sqlite3`` driver: a statement there costs microseconds, where a hop to aiosqlite's
+    thread costs about 100 µs and SQLAlchemy's asyncio bridge 200 µs more, per statement.
     """
 
     def __init__(self, url: str, clock: Clock, lock_timeout_seconds: float = 5.0) -> None:
@@ -137,25 +122,32 @@ class Store:
         else:
             await self.engine.dispose()
 
-    async def _once(self, work: Callable[[Tx], T], write: bool) -> T:
+    async def _once(self, work: Callable[[Tx], T], write: bool) -> Committed[T]:
+        def body(session: Session) -> Committed[T]:
+            tx = Tx(session, self)
+            return Committed(work(tx), tuple(tx.outbox))
+
         if self._sqlite is not None:
             sqlite = self._sqlite
             if write:
-                return await asyncio.get_running_loop().run_in_executor(
-                    sqlite.writer, lambda: sqlite.write(lambda session: work(Tx(session, self))))
-            return await asyncio.to_thread(sqlite.read, lambda session: work(Tx(session, self)))
+                return await asyncio.get_running_loop().run_in_executor(sqlite.writer, lambda: sqlite.write(body))
+            return await asyncio.to_thread(sqlite.read, body)
         assert self._pg is not None
         async with self._pg() as session, session.begin():
-            return await session.run_sync(lambda sync_session: work(Tx(sync_session, self)))
+            return await session.run_sync(body)
 
-    async def run(self, work: Callable[[Tx], T]) -> T:
+    async def run(self, work: Callable[[Tx], T]) -> Committed[T]:
         """Run ``work`` in one writing transaction: all of it is committed, or nothing.
 
-        Again after a deadlock or serialization failure; :class:`Busy` when a lock stays taken too long.
+        ``work`` may run more than once (again after a deadlock or serialization failure), each time on a fresh
+        :class:`Tx`; what it returns and what it threw come back together. :class:`Busy` when a lock stays taken
+        too long, :class:`AlreadyExists` when a unique key was taken first.
         """
         for attempt in range(ATTEMPTS):
             try:
                 return await self._once(work, write=True)
+            except IntegrityError as exc:
+                raise AlreadyExists(str(exc.orig)) from exc
             except DBAPIError as exc:
                 state = sqlstate(exc)
                 if state in RETRY_STATES and attempt < ATTEMPTS - 1:
@@ -166,13 +158,17 @@ class Store:
                 raise
         raise AssertionError("unreachable")
 
+    async def write(self, work: Callable[[Tx], T]) -> T:
+        """:meth:`run` for work that throws no messages: just its result."""
+        return (await self.run(work)).value
+
     async def read(self, work: Callable[[Tx], T]) -> T:
         """Run ``work`` in a reading transaction (on SQLite it never waits for writers)."""
-        return await self._once(work, write=False)
+        return (await self._once(work, write=False)).value
 
     async def missing_specs(self, versions: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         def have(tx: Tx) -> set[tuple[str, str]]:
-            rows = tx.session.execute(select(ProcessSpec.process_key, ProcessSpec.spec_version))
+            rows = tx.conn.execute(select(sql.SPECS.c.process_key, sql.SPECS.c.spec_version))
             return {(k, v) for k, v in rows}
 
         return set(versions) - await self.read(have)
@@ -183,16 +179,22 @@ class Store:
         if not rows:
             return
         insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-        await self.run(lambda tx: tx.session.execute(insert(ProcessSpec).on_conflict_do_nothing(), rows))
+        await self.write(lambda tx: tx.conn.execute(insert(sql.SPECS).on_conflict_do_nothing(), rows))
 
 
 class Tx:
-    """Queries inside one transaction."""
+    """Queries inside one transaction. ``outbox`` collects the ids of messages thrown in it."""
 
     def __init__(self, session: Session, store: Store) -> None:
         self.session = session
         self.store = store
         self.now = store.clock()
+        self.outbox: list[int] = []
+
+    @property
+    def conn(self) -> Connection:
+        """The transaction's connection, for the statements of :mod:`.statements`."""
+        return self.session.connection()
 
     # -- locks ----------------------------------------------------------------------------------------------------
     def lock_keys(self, exclusive: Iterable[str], shared: Iterable[str] = ()) -> None:
@@ -206,57 +208,56 @@ class Tx:
         wanted = sorted({(k, True) for k in exclusive} | {(k, False) for k in shared} - {(k, False) for k in exclusive})
         for key, excl in wanted:
             fn = "pg_advisory_xact_lock" if excl else "pg_advisory_xact_lock_shared"
-            self.session.execute(text(f"SELECT {fn}(hashtextextended(:k, 0))"), {"k": key})
+            self.conn.execute(text(f"SELECT {fn}(hashtextextended(:k, 0))"), {"k": key})
 
     # -- specs --------------------------------------------------------------------------------------------------
     def spec(self, process_key: str, version: str) -> str | None:
-        row = self.session.get(ProcessSpec, (process_key, version))
-        return row.spec if row else None
+        found = self.conn.execute(sql.SELECT_SPEC, {"key": process_key, "version": version}).scalar_one_or_none()
+        return str(found) if found is not None else None
 
     # -- process instances --------------------------------------------------------------------------------------
-    @property
-    def conn(self) -> Connection:
-        """The transaction's connection, for the statements of :mod:`.statements`."""
-        return self.session.connection()
-
-    def add_instance(self, *, process_key: str, process_id: str, group: str, spec_version: str) -> ProcessInstance:
-        """A new instance row, written now (not tracked by the session: :meth:`save_instance` writes it)."""
+    def add_instance(self, *, process_key: str, process_id: str, group: str, spec_version: str) -> InstanceRecord:
+        """A new instance row, written now; :meth:`save_instance` writes its state."""
         values: dict[str, Any] = {
             "process_key": process_key, "process_id": process_id, "process_group": group,
             "spec_version": spec_version, "status": "waiting", "state": "{}", "correlations": {}, "error": None,
             "created_at": self.now, "updated_at": self.now}
-        row = ProcessInstance(**values)
-        row.id = self.conn.execute(sql.INSERT_INSTANCE, values).scalar_one()
-        return row
+        new_id = self.conn.execute(sql.INSERT_INSTANCE, values).scalar_one()
+        return InstanceRecord(id=int(new_id), **values)
 
-    def lock_instance(self, instance_id: int) -> ProcessInstance | None:
-        """The instance row, locked until commit (PostgreSQL; SQLite's writer lock already covers it).
-
-        Not tracked by the session: :meth:`save_instance` writes it.
-        """
+    def lock_instance(self, instance_id: int) -> InstanceRecord | None:
+        """The instance row, locked until commit (PostgreSQL; SQLite's writer lock already covers it)."""
         stmt = sql.LOCK_INSTANCE if self.store.dialect == "postgresql" else sql.SELECT_INSTANCE
         found = self.conn.execute(stmt, {"id": instance_id}).mappings().first()
-        return ProcessInstance(**found) if found is not None else None
+        return record(InstanceRecord, found) if found is not None else None
 
-    def instance(self, instance_id: int) -> ProcessInstance | None:
-        return self.session.get(ProcessInstance, instance_id)
+    def instance(self, instance_id: int) -> InstanceRecord | None:
+        found = self.conn.execute(sql.SELECT_INSTANCE, {"id": instance_id}).mappings().first()
+        return record(InstanceRecord, found) if found is not None else None
 
-    def save_instance(self, row: ProcessInstance, *, state: str, status: str, correlations: dict[str, Any],
-                      error: dict[str, Any] | None) -> None:
-        """Write the instance's new state (a row from :meth:`add_instance` or :meth:`lock_instance`)."""
-        row.state, row.status, row.correlations, row.error, row.updated_at = \
-            state, status, correlations, error, self.now
+    def save_instance(self, row: InstanceRecord, *, state: str, status: str, correlations: dict[str, Any],
+                      error: dict[str, Any] | None) -> InstanceRecord:
+        """Write the instance's new state; returns the record as written."""
         self.conn.execute(sql.SAVE_INSTANCE, {"_id": row.id, "state": state, "status": status,
                                               "correlations": correlations, "error": error,
                                               "updated_at": self.now})
+        return dataclasses.replace(row, state=state, status=status, correlations=correlations, error=error,
+                                   updated_at=self.now)
 
-    def list_instances(self, *, status: str | None, process_key: str | None, page: int, per_page: int) -> Page:
+    def list_instances(self, *, status: str | None, process_key: str | None, page: int,
+                       per_page: int) -> Page[InstanceRecord]:
         cond = []
         if status:
-            cond.append(ProcessInstance.status == status)
+            cond.append(P.c.status == status)
         if process_key:
-            cond.append(ProcessInstance.process_key == process_key)
-        return self._page(ProcessInstance, cond, [ProcessInstance.id.desc()], page, per_page)
+            cond.append(P.c.process_key == process_key)
+        return self._page(InstanceRecord, P, cond, [P.c.id.desc()], page, per_page)
+
+    def waiting_instances_without_waits(self) -> list[InstanceRecord]:
+        """Instances in ``waiting`` that the index has no wait for (the invariants check reads their state)."""
+        indexed = select(S.c.id).where(S.c.process_instance_id == P.c.id).exists()
+        rows = self.conn.execute(select(P).where(P.c.status == "waiting", ~indexed).order_by(P.c.id)).mappings()
+        return [record(InstanceRecord, r) for r in rows]
 
     # -- subscriptions ------------------------------------------------------------------------------------------
     def sync_subscriptions(self, instance_id: int, group: str, waits: Sequence[WaitRow]) -> list[WaitRow]:
@@ -279,194 +280,197 @@ class Tx:
         added = self.conn.execute(sql.insert_waits(self.store.dialect), rows).all()
         return [wanted[(t, m, k, d)] for t, m, k, d in added]
 
-    def find_subscriptions(self, message_name: str, scope: str, keys: Sequence[tuple[str, str]],
-                           limit: int = 8) -> list[int]:
-        """Instances waiting for a message: exact key matches first, then accept-any waits, oldest first.
+    def find_waiting_tasks(self, message_name: str, scope: str, keys: Sequence[tuple[str, str]],
+                           limit: int = 8) -> list[WaitingTask]:
+        """Tasks waiting for a message: exact key matches first, then accept-any waits, oldest first.
 
         One index seek per key (a branch of a UNION ALL, each already in id order), so the cost does not grow with
-        the number of instances waiting for the same message name. Returns process instance ids.
+        the number of instances waiting for the same message name.
         """
         params: dict[str, Any] = {"name": message_name, "limit": limit}
         for i, (key, dig) in enumerate([*keys, ("", "")]):
             params[f"k{i}"], params[f"d{i}"] = key, dig
         if scope:
-            escaped = group_path(scope).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            params["group"] = escaped + "%"
+            params["group"] = group_path_pattern(scope)
         stmt = sql.subscription_lookup(len(keys), bool(scope))
-        return list(dict.fromkeys(self.conn.execute(stmt, params).scalars()))
+        found = dict.fromkeys(WaitingTask(int(i), str(t)) for i, t in self.conn.execute(stmt, params))
+        return list(found)
+
+    def subscription_count(self, instance_id: int) -> int:
+        return int(self.conn.execute(
+            select(func.count()).select_from(S).where(S.c.process_instance_id == instance_id)).scalar_one())
 
     # -- message instances --------------------------------------------------------------------------------------
-    def add_message(self, *, name: str, scope: str, message_type: str, status: str, payload: Any,
-                    correlation_keys: dict[str, Any] | None = None, process_instance_id: int | None = None,
-                    counterpart_id: int | None = None, message_instance_uuid: str | None = None,
-                    failure_cause: str | None = None, expires_at: float | None = None) -> MessageInstance:
-        row = self.new_message(
-            name=name, scope=scope, message_type=message_type, status=status, payload=payload,
-            correlation_keys=correlation_keys, process_instance_id=process_instance_id,
-            counterpart_id=counterpart_id, message_instance_uuid=message_instance_uuid,
-            failure_cause=failure_cause, expires_at=expires_at)
-        self.persist(row)
-        return row
+    def draft_message(self, **fields: Any) -> MessageRecord:
+        """A message not written yet: the router fills in its outcome, then :meth:`save_message` writes it once."""
+        values: dict[str, Any] = {c: None for c in sql.MESSAGE_COLUMNS}
+        values.update(fields, created_at=self.now, updated_at=self.now)
+        return MessageRecord(id=None, **values)
 
-    def new_message(self, **fields: Any) -> MessageInstance:
-        """A message row not written yet: the router fills in its outcome, then :meth:`persist` writes it once."""
-        return MessageInstance(**fields, created_at=self.now, updated_at=self.now)
+    def save_message(self, row: MessageRecord) -> MessageRecord:
+        """Write a drafted message now (its id is needed); a written one is returned unchanged."""
+        if row.id is not None:
+            return row
+        values = {c: getattr(row, c) for c in sql.MESSAGE_COLUMNS}
+        return dataclasses.replace(row, id=int(self.conn.execute(sql.INSERT_MESSAGE, values).scalar_one()))
 
-    def persist(self, row: MessageInstance) -> None:
-        """Write a new row now (its id is needed); :meth:`set_message` writes its later changes at once."""
-        if row.id is None:
-            values = {c: getattr(row, c) for c in sql.MESSAGE_COLUMNS}
-            row.id = self.conn.execute(sql.INSERT_MESSAGE, values).scalar_one()
+    def add_message(self, **fields: Any) -> MessageRecord:
+        """Draft and write a message at once."""
+        return self.save_message(self.draft_message(**fields))
 
-    def set_message(self, row: MessageInstance, **changes: Any) -> None:
-        """Change a message row: one the session tracks (read through it) at commit, one :meth:`persist` wrote
-        (untracked) now, one not written yet when it is."""
+    def update_message(self, row: MessageRecord, **changes: Any) -> MessageRecord:
+        """Change a message: written at once if the row exists, kept in the draft otherwise."""
         changes["updated_at"] = self.now
-        for k, v in changes.items():
-            setattr(row, k, v)
-        if row.id is not None and inspect(row).transient:
+        if row.id is not None:
             self.conn.execute(sql.update_message(tuple(sorted(changes))), {**changes, "_id": row.id})
+        return dataclasses.replace(row, **changes)
 
-    def message(self, message_id: int) -> MessageInstance | None:
-        return self.session.get(MessageInstance, message_id)
+    def message(self, message_id: int) -> MessageRecord | None:
+        found = self.conn.execute(sql.SELECT_MESSAGE, {"id": message_id}).mappings().first()
+        return record(MessageRecord, found) if found is not None else None
+
+    def message_by_uuid(self, key: str) -> MessageRecord | None:
+        found = self.conn.execute(select(M).where(M.c.message_instance_uuid == key)).mappings().first()
+        return record(MessageRecord, found) if found is not None else None
 
     def unrouted_thrown_messages(self, limit: int = 10_000) -> list[int]:
         """Messages processes threw that were never routed (no correlation keys indexed yet)."""
-        indexed = select(MessageKey.id).where(MessageKey.message_instance_id == MessageInstance.id).exists()
-        stmt = (select(MessageInstance.id)
-                .where(MessageInstance.status == "ready", MessageInstance.message_type == "send",
-                       MessageInstance.process_instance_id.is_not(None), ~indexed)
-                .order_by(MessageInstance.id).limit(limit))
-        return list((self.session.execute(stmt)).scalars())
+        indexed = select(K.c.id).where(K.c.message_instance_id == M.c.id).exists()
+        stmt = (select(M.c.id)
+                .where(M.c.status == "ready", M.c.message_type == "send", M.c.process_instance_id.is_not(None),
+                       ~indexed)
+                .order_by(M.c.id).limit(limit))
+        return [int(i) for i in self.conn.execute(stmt).scalars()]
 
     def ready_messages_named(self, names: Sequence[str], limit: int = 10_000) -> list[tuple[int, str, str]]:
         """(id, name, scope) of live ready messages with one of ``names``, oldest first."""
-        stmt = (select(MessageInstance.id, MessageInstance.name, MessageInstance.scope)
-                .where(MessageInstance.status == "ready", MessageInstance.name.in_(list(names)),
-                       or_(MessageInstance.expires_at.is_(None), MessageInstance.expires_at > self.now))
-                .order_by(MessageInstance.id).limit(limit))
-        return [(int(i), str(n), str(g)) for i, n, g in self.session.execute(stmt)]
-
-    def message_by_uuid(self, key: str) -> MessageInstance | None:
-        stmt = select(MessageInstance).where(MessageInstance.message_instance_uuid == key)
-        return (self.session.execute(stmt)).scalar_one_or_none()
+        stmt = (select(M.c.id, M.c.name, M.c.scope)
+                .where(M.c.status == "ready", M.c.name.in_(list(names)),
+                       or_(M.c.expires_at.is_(None), M.c.expires_at > self.now))
+                .order_by(M.c.id).limit(limit))
+        return [(int(i), str(n), str(g)) for i, n, g in self.conn.execute(stmt)]
 
     def expire_ready_messages(self, batch: int) -> int:
         """Mark up to ``batch`` expired ready messages ``cancelled`` (``failure_cause`` "expired")."""
-        due = (select(MessageInstance.id)
-               .where(MessageInstance.status == "ready", MessageInstance.expires_at <= self.now)
-               .order_by(MessageInstance.expires_at).limit(batch))
+        due = (select(M.c.id).where(M.c.status == "ready", M.c.expires_at <= self.now)
+               .order_by(M.c.expires_at).limit(batch))
         if self.store.dialect == "postgresql":
             due = due.with_for_update(skip_locked=True)
-        ids = list((self.session.execute(due)).scalars())
+        ids = list(self.conn.execute(due).scalars())
         if not ids:
             return 0
-        self.session.execute(
-            update(MessageInstance).where(MessageInstance.id.in_(ids), MessageInstance.status == "ready")
-            .values(status="cancelled", failure_cause="expired", updated_at=self.now))
-        self.session.execute(delete(MessageKey).where(MessageKey.message_instance_id.in_(ids)))
+        self.conn.execute(update(M).where(M.c.id.in_(ids), M.c.status == "ready")
+                          .values(status="cancelled", failure_cause="expired", updated_at=self.now))
+        self.conn.execute(delete(K).where(K.c.message_instance_id.in_(ids)))
         return len(ids)
 
     def purge_finished_messages(self, before: float, batch: int) -> int:
         """Delete up to ``batch`` finished messages last changed before ``before``."""
-        old = (select(MessageInstance.id)
-               .where(MessageInstance.status.in_(FINISHED), MessageInstance.updated_at < before)
-               .order_by(MessageInstance.updated_at).limit(batch))
+        old = (select(M.c.id).where(M.c.status.in_(FINISHED), M.c.updated_at < before)
+               .order_by(M.c.updated_at).limit(batch))
         if self.store.dialect == "postgresql":
             old = old.with_for_update(skip_locked=True)
-        ids = list((self.session.execute(old)).scalars())
+        ids = list(self.conn.execute(old).scalars())
         if ids:
-            self.session.execute(delete(MessageKey).where(MessageKey.message_instance_id.in_(ids)))
-            self.session.execute(delete(MessageInstance).where(MessageInstance.id.in_(ids)))
+            self.conn.execute(delete(K).where(K.c.message_instance_id.in_(ids)))
+            self.conn.execute(delete(M).where(M.c.id.in_(ids)))
         return len(ids)
 
-    def claim_message(self, message_id: int) -> MessageInstance | None:
+    def claim_message(self, message_id: int) -> MessageRecord | None:
         """Take a ``ready`` message for routing (compare-and-set), or None if someone else has it."""
-        result = self.session.execute(
-            update(MessageInstance)
-            .where(MessageInstance.id == message_id, MessageInstance.status == "ready")
-            .values(status="running", updated_at=self.now)
-            .returning(MessageInstance.id))
-        if result.scalar_one_or_none() is None:
-            return None
-        return self.session.get(MessageInstance, message_id, populate_existing=True)
+        found = self.conn.execute(sql.CLAIM_MESSAGE, {"_id": message_id, "now": self.now}).mappings().first()
+        return record(MessageRecord, found) if found is not None else None
 
     def drop_message_keys(self, message_id: int) -> None:
-        self.conn.execute(delete(MessageKey).where(MessageKey.message_instance_id == message_id))
+        self.conn.execute(sql.DELETE_MESSAGE_KEYS, {"id": message_id})
 
-    def index_ready_message(self, row: MessageInstance, keys: Iterable[KeyValue]) -> None:
+    def index_ready_message(self, row: MessageRecord, keys: Iterable[KeyValue]) -> None:
         """Record the keys of a message left ``ready`` so a receiver that comes to wait later finds it."""
         rows = [{"message_instance_id": row.id, "message_name": row.name, "key_name": key, "values_digest": digest}
                 for key, digest in sorted({(kv.key, kv.digest) for kv in keys})]
         if rows:
             self.conn.execute(sql.INSERT_MESSAGE_KEY, rows)
 
-    def ready_messages_for(self, group: str, waits: Sequence[WaitRow], limit: int = 8) -> list[MessageInstance]:
+    def ready_messages_for(self, group: str, waits: Sequence[WaitRow], limit: int = 8) -> list[MessageRecord]:
         """Ready messages an instance in ``group`` that now waits for ``waits`` could take; exact first, FIFO."""
-        live = and_(MessageInstance.status == "ready",
-                    MessageInstance.scope.in_(ancestor_scopes(group)),
-                    or_(MessageInstance.expires_at.is_(None), MessageInstance.expires_at > self.now))
-        found: dict[int, MessageInstance] = {}
+        live = and_(M.c.status == "ready", M.c.scope.in_(ancestor_groups(group)),
+                    or_(M.c.expires_at.is_(None), M.c.expires_at > self.now))
         exact = sorted({(w.message_name, w.key.key, w.key.digest) for w in waits if w.key is not None})
-        keyed: list[MessageInstance] = []
+        keyed: list[MessageRecord] = []
         for name, key, dig in exact:  # one index seek per key
-            stmt = (select(MessageInstance).join(MessageKey, MessageKey.message_instance_id == MessageInstance.id)
-                    .where(MessageKey.message_name == name, MessageKey.key_name == key,
-                           MessageKey.values_digest == dig, live)
-                    .order_by(MessageKey.id).limit(limit))
-            keyed += self.session.execute(stmt).scalars()
-        for m in sorted(keyed, key=lambda m: m.id):
+            stmt = (select(M).join(K, K.c.message_instance_id == M.c.id)
+                    .where(K.c.message_name == name, K.c.key_name == key, K.c.values_digest == dig, live)
+                    .order_by(K.c.id).limit(limit))
+            keyed += (record(MessageRecord, r) for r in self.conn.execute(stmt).mappings())
+        found: dict[int | None, MessageRecord] = {}
+        for m in sorted(keyed, key=lambda m: m.id or 0):
             found.setdefault(m.id, m)
         anyname = sorted({w.message_name for w in waits if w.key is None})
         if anyname:
-            stmt = (select(MessageInstance).where(MessageInstance.name.in_(anyname), live)
-                    .order_by(MessageInstance.id).limit(limit))
-            for m in self.session.execute(stmt).scalars():
-                found.setdefault(m.id, m)
+            stmt = select(M).where(M.c.name.in_(anyname), live).order_by(M.c.id).limit(limit)
+            for r in self.conn.execute(stmt).mappings():
+                found.setdefault(r["id"], record(MessageRecord, r))
         return list(found.values())
 
+    def messages_left_running(self) -> list[MessageRecord]:
+        """Messages in ``running`` (none may be, outside a transaction that routes them)."""
+        rows = self.conn.execute(select(M).where(M.c.status == "running").order_by(M.c.id)).mappings()
+        return [record(MessageRecord, r) for r in rows]
+
+    def deliveries_without_one_receive(self) -> list[tuple[int, int]]:
+        """(send id, receive rows) for delivered sends that do not have exactly one receive row."""
+        receives = (select(M.c.counterpart_id.label("send_id"), func.count().label("n"))
+                    .where(M.c.message_type == "receive").group_by(M.c.counterpart_id).subquery())
+        stmt = (select(M.c.id, func.coalesce(receives.c.n, 0))
+                .outerjoin(receives, receives.c.send_id == M.c.id)
+                .where(M.c.message_type == "send", M.c.status.in_(("completed", "failed")),
+                       M.c.counterpart_id.is_not(None), func.coalesce(receives.c.n, 0) != 1))
+        return [(int(i), int(n)) for i, n in self.conn.execute(stmt)]
+
+    # -- the catalog generation ---------------------------------------------------------------------------------
     def catalog_generation(self) -> int:
         """How many reloads have been asked for (0 before the first)."""
-        row = self.session.get(CatalogGeneration, 1)
-        return row.generation if row is not None else 0
+        found = self.conn.execute(select(sql.GENERATION.c.generation).where(sql.GENERATION.c.id == 1))
+        value = found.scalar_one_or_none()
+        return int(value) if value is not None else 0
 
     def bump_catalog_generation(self) -> int:
         """Ask every worker to reload its BPMN folder; returns the new generation."""
         insert = pg_insert if self.store.dialect == "postgresql" else sqlite_insert
-        stmt = insert(CatalogGeneration).values(id=1, generation=1, requested_at=self.now)
+        table = sql.GENERATION
+        stmt = insert(table).values(id=1, generation=1, requested_at=self.now)
         stmt = stmt.on_conflict_do_update(
-            index_elements=[CatalogGeneration.id],
-            set_={"generation": CatalogGeneration.generation + 1, "requested_at": self.now})
-        result = self.session.execute(stmt.returning(CatalogGeneration.generation))
-        return int(result.scalar_one())
+            index_elements=[table.c.id],
+            set_={"generation": table.c.generation + 1, "requested_at": self.now})
+        return int(self.conn.execute(stmt.returning(table.c.generation)).scalar_one())
 
+    # -- reads --------------------------------------------------------------------------------------------------
     def gauges(self) -> tuple[int, int]:
         """(buffered messages, waiting catch points) for the metrics."""
-        buffered = self.session.execute(
-            select(func.count()).select_from(MessageInstance).where(MessageInstance.status == "ready")).scalar_one()
-        waits = select(Subscription.process_instance_id, Subscription.task_id).distinct().subquery()
-        waiting = self.session.execute(select(func.count()).select_from(waits)).scalar_one()
+        buffered = self.conn.execute(select(func.count()).select_from(M).where(M.c.status == "ready")).scalar_one()
+        waits = select(S.c.process_instance_id, S.c.task_id).distinct().subquery()
+        waiting = self.conn.execute(select(func.count()).select_from(waits)).scalar_one()
         return int(buffered), int(waiting)
 
-    def list_messages(self, flt: MessageFilter, page: int, per_page: int) -> Page:
+    def list_messages(self, flt: MessageFilter, page: int, per_page: int) -> Page[MessageRecord]:
         cond: list[Any] = []
         if flt.name:
-            cond.append(MessageInstance.name == flt.name)
+            cond.append(M.c.name == flt.name)
         if flt.statuses:
-            cond.append(MessageInstance.status.in_(list(flt.statuses)))
+            cond.append(M.c.status.in_(list(flt.statuses)))
         if flt.message_types:
-            cond.append(MessageInstance.message_type.in_(list(flt.message_types)))
+            cond.append(M.c.message_type.in_(list(flt.message_types)))
         if flt.process_instance_id is not None:
-            cond.append(MessageInstance.process_instance_id == flt.process_instance_id)
+            cond.append(M.c.process_instance_id == flt.process_instance_id)
         if flt.created_after is not None:
-            cond.append(MessageInstance.created_at >= flt.created_after)
+            cond.append(M.c.created_at >= flt.created_after)
         if flt.created_before is not None:
-            cond.append(MessageInstance.created_at <= flt.created_before)
-        order = [MessageInstance.created_at.desc(), MessageInstance.id.desc()]
-        return self._page(MessageInstance, cond, order, page, per_page)
+            cond.append(M.c.created_at <= flt.created_before)
+        return self._page(MessageRecord, M, cond, [M.c.created_at.desc(), M.c.id.desc()], page, per_page)
 
-    def _page(self, model: Any, cond: list[Any], order: list[Any], page: int, per_page: int) -> Page:
-        total = (self.session.execute(select(func.count()).select_from(model).where(*cond))).scalar_one()
-        rows = self.session.execute(
-            select(model).where(*cond).order_by(*order).offset((page - 1) * per_page).limit(per_page))
-        return Page(list(rows.scalars()), int(total), page, per_page)
+    def _page(self, cls: type[T], table: Any, cond: list[Any], order: list[Any], page: int,
+              per_page: int) -> Page[T]:
+        total = self.conn.execute(select(func.count()).select_from(table).where(*cond)).scalar_one()
+        rows = self.conn.execute(
+            select(table).where(*cond).order_by(*order).offset((page - 1) * per_page).limit(per_page)).mappings()
+        return Page([record(cls, r) for r in rows], int(total), page, per_page)

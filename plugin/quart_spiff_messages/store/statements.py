@@ -16,21 +16,27 @@ from sqlalchemy import Table, bindparam, delete, insert, literal, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from .models import MessageInstance, MessageKey, ProcessInstance, Subscription
+from .models import CatalogGeneration, MessageInstance, MessageKey, ProcessInstance, ProcessSpec, Subscription
 
 MESSAGES: Table = MessageInstance.__table__  # type: ignore[assignment]
 INSTANCES: Table = ProcessInstance.__table__  # type: ignore[assignment]
 SUBSCRIPTIONS: Table = Subscription.__table__  # type: ignore[assignment]
 MESSAGE_KEYS: Table = MessageKey.__table__  # type: ignore[assignment]
+SPECS: Table = ProcessSpec.__table__  # type: ignore[assignment]
+GENERATION: Table = CatalogGeneration.__table__  # type: ignore[assignment]
 
 MESSAGE_COLUMNS = tuple(c.key for c in MESSAGES.columns if c.key != "id")
-INSTANCE_COLUMNS = tuple(c.key for c in INSTANCES.columns if c.key != "id")
-SUBSCRIPTION_COLUMNS = tuple(c.key for c in SUBSCRIPTIONS.columns if c.key != "id")
 
 INSERT_MESSAGE = insert(MESSAGES).returning(MESSAGES.c.id)
 INSERT_INSTANCE = insert(INSTANCES).returning(INSTANCES.c.id)
 INSERT_MESSAGE_KEY = insert(MESSAGE_KEYS)
 SELECT_INSTANCE = select(INSTANCES).where(INSTANCES.c.id == bindparam("id"))
+SELECT_MESSAGE = select(MESSAGES).where(MESSAGES.c.id == bindparam("id"))
+SELECT_SPEC = select(SPECS.c.spec).where(SPECS.c.process_key == bindparam("key"),
+                                         SPECS.c.spec_version == bindparam("version"))
+CLAIM_MESSAGE = (update(MESSAGES).where(MESSAGES.c.id == bindparam("_id"), MESSAGES.c.status == "ready")
+                 .values(status="running", updated_at=bindparam("now")).returning(*MESSAGES.columns))
+DELETE_MESSAGE_KEYS = delete(MESSAGE_KEYS).where(MESSAGE_KEYS.c.message_instance_id == bindparam("id"))
 LOCK_INSTANCE = SELECT_INSTANCE.with_for_update()
 SAVE_INSTANCE = (update(INSTANCES).where(INSTANCES.c.id == bindparam("_id"))
                  .values(state=bindparam("state"), status=bindparam("status"),
@@ -44,10 +50,10 @@ DELETE_OTHER_WAITS = DELETE_WAITS.where(
 
 @functools.lru_cache(maxsize=64)
 def subscription_lookup(n_keys: int, scoped: bool) -> Any:
-    """Instances waiting for a message, for ``n_keys`` correlation keys: one index seek per key, exact keys first."""
+    """Tasks waiting for a message, for ``n_keys`` correlation keys: one index seek per key, exact keys first."""
     branches = []
     for i in range(n_keys + 1):
-        branch = (select(SUBSCRIPTIONS.c.process_instance_id, SUBSCRIPTIONS.c.id,
+        branch = (select(SUBSCRIPTIONS.c.process_instance_id, SUBSCRIPTIONS.c.task_id, SUBSCRIPTIONS.c.id,
                          literal(0 if i < n_keys else 1).label("rank"))
                   .where(SUBSCRIPTIONS.c.message_name == bindparam("name"),
                          SUBSCRIPTIONS.c.key_name == bindparam(f"k{i}"),
@@ -56,7 +62,8 @@ def subscription_lookup(n_keys: int, scoped: bool) -> Any:
             branch = branch.where(SUBSCRIPTIONS.c.group_path.like(bindparam("group"), escape="\\"))
         branches.append(select(branch.order_by(SUBSCRIPTIONS.c.id).limit(bindparam("limit")).subquery()))
     found = union_all(*branches).subquery()
-    return select(found.c.process_instance_id).order_by(found.c.rank, found.c.id).limit(bindparam("limit"))
+    return (select(found.c.process_instance_id, found.c.task_id).order_by(found.c.rank, found.c.id)
+            .limit(bindparam("limit")))
 
 
 @functools.lru_cache(maxsize=64)

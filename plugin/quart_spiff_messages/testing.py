@@ -1,9 +1,23 @@
-"""A real ``spiff-messages serve`` process for tests that need HTTP over loopback and several workers."""
+"""A testing aid: the real ``spiff-messages serve`` in a process of its own, for tests and benchmarks over HTTP.
+
+The pytest plugin's fixtures run the app in the test's own event loop; some things are only seen through a real
+server on loopback: several Hypercorn workers, signals, a crash and a restart, the metrics of every worker::
+
+    from quart_spiff_messages.testing import serving
+
+    def test_two_workers(tmp_path):
+        with serving(Path("bpmn"), f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "serve.log", workers=2) as srv:
+            httpx.post(f"{srv.url}/messages/order_received", json={"order_id": "A-1"})
+
+``wait_ready`` polls with httpx, a test extra (``pip install quart-spiff-messages[test]``): it is imported there,
+so this module imports without it. Worker processes are found through ``/proc`` (Linux).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -11,10 +25,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+__all__ = ["Server", "free_port", "serving", "start_server", "worker_pids"]
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -33,6 +48,9 @@ def worker_pids(server_pid: int) -> list[int]:
 
 
 class Server:
+    """``python -m quart_spiff_messages serve`` on a free port, in a session of its own so :meth:`stop` ends every
+    worker with it. ``url`` is the API's base (``http://127.0.0.1:PORT/v1.0``); the output goes to ``log``."""
+
     def __init__(self, bpmn_dir: Path, database_url: str, workers: int = 1, log: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1.0"
@@ -40,10 +58,14 @@ class Server:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         cmd = [sys.executable, "-m", "quart_spiff_messages", "serve", "--bpmn-dir", str(bpmn_dir),
                "--database-url", database_url, "--port", str(self.port), "--workers", str(workers)]
-        out = open(log, "wb") if log else subprocess.DEVNULL
-        self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(log, "wb") if log else contextlib.nullcontext(subprocess.DEVNULL) as out:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until the API answers (the first worker is up); fails early with the log when the server exits."""
+        import httpx
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -60,12 +82,13 @@ class Server:
         return self.log.read_text(errors="replace")[-3000:] if self.log and self.log.exists() else ""
 
     def stop(self) -> None:
+        """SIGTERM to the server's process group, SIGKILL after 10 s."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
+            os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
 
 

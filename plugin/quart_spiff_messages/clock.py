@@ -1,0 +1,23 @@
+"""The extension's clock: what is due or expired is decided by it, so tests move time instead of sleeping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+Clock = Callable[[], float]  # seconds since the epoch, like time.time
+
+
+class ManualClock:
+    """A clock that stands still until told to move: call :meth:`advance` instead of sleeping."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def __repr__(self) -> str:
+        return f"ManualClock(now={self.now})"

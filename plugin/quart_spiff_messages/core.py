@@ -1,0 +1,194 @@
+"""The transaction core: every change to an instance is one action applied here, in one transaction.
+
+:meth:`Core.apply` locks the instance (or makes a new one), loads it, applies the action, runs it to its next wait,
+settles it (indexes its waits, lets them take buffered messages, records what it threw in the transaction's outbox)
+and saves it. :meth:`Core.advance` does that in a transaction of its own and commits. A message delivered, an
+instance started, and later a timer fired, a task completed, a service result or a retry are actions of this one
+core; nothing else writes an instance. The caller routes the outbox after the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .catalog import Catalog, ProcessEntry, StartPoint
+from .engine import Engine, Instance
+from .store import Committed, InstanceRecord, MessageRecord, Store, Tx, WaitRow, correlation_lock
+
+# A delivery can make an instance take buffered messages, which can make it wait again: bound the chain.
+MAX_CHAINED_DELIVERIES = 100
+
+
+# -- actions ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Deliver:
+    """A message for the one waiting task the subscription index chose."""
+
+    message: MessageRecord
+    task_id: str
+
+
+@dataclass(frozen=True)
+class StartByMessage:
+    """A new instance through a Message Start Event, which catches ``message``."""
+
+    message: MessageRecord
+    start: StartPoint
+
+
+@dataclass(frozen=True)
+class StartWithData:
+    """A new instance through the process's plain start event, with ``data`` as its initial data."""
+
+    entry: ProcessEntry
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+Action = Deliver | StartByMessage | StartWithData
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one action did: the instance as saved, the message it consumed as written, its latest task data."""
+
+    instance: InstanceRecord
+    message: MessageRecord | None
+    task_data: dict[str, Any]
+    failure: dict[str, Any] | None  # the process error, when the instance stopped in ``error``
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    instance: InstanceRecord
+    data: dict[str, Any]
+    waiting_for: list[dict[str, Any]]
+    timers: list[str]
+
+
+class Core:
+    def __init__(self, catalog: Catalog, engine: Engine, store: Store,
+                 old_specs: dict[tuple[str, str], ProcessEntry] | None = None) -> None:
+        self.catalog = catalog
+        self.engine = engine
+        self.store = store
+        self._old_specs = old_specs if old_specs is not None else {}
+
+    def with_catalog(self, catalog: Catalog) -> Core:
+        """The core for a reloaded catalog; spec versions never change, so what is loaded of them is shared."""
+        return Core(catalog, self.engine, self.store, self._old_specs)
+
+    async def advance(self, action: Action, instance_id: int | None = None) -> Committed[Applied | None]:
+        """:meth:`apply` in a transaction of its own, committed; the thrown messages come back to be routed."""
+        return await self.store.run(lambda tx: self.apply(tx, action, instance_id))
+
+    def apply(self, tx: Tx, action: Action, instance_id: int | None = None) -> Applied | None:
+        """Apply ``action`` to instance ``instance_id`` (or to a new instance) inside ``tx``.
+
+        None when the action does not take: the instance is gone or finished, or its task does not catch the
+        message. Then nothing of the instance was written.
+        """
+        if isinstance(action, Deliver):
+            if instance_id is None:
+                raise ValueError("a delivery needs the instance it is for")
+            row = tx.lock_instance(instance_id)
+            if row is None or row.status in ("complete", "error"):
+                return None
+            inst = self.engine.load(row.state, self.entry(tx, row))
+            if not self.engine.deliver(inst, action.task_id, action.message.name, action.message.payload_object):
+                return None
+        else:
+            if isinstance(action, StartByMessage):
+                entry = self.catalog.processes[action.start.process_key]
+                started = self.engine.start_by_message(entry, action.start, action.message.payload_object)
+                if started is None:
+                    return None
+                inst = started
+            else:
+                entry = action.entry
+                inst = self.engine.new_instance(entry, action.data)
+            row = tx.add_instance(process_key=entry.key, process_id=entry.process_id, group=entry.group,
+                                  spec_version=entry.spec_version)
+        self.engine.run(inst)
+        consumed = None if isinstance(action, StartWithData) else self._received(tx, action.message, row, inst)
+        row = self._settle(tx, row, inst)
+        failure = inst.failure.as_json() if inst.failure is not None else None
+        return Applied(row, consumed, self.engine.task_data(inst), failure)
+
+    # -- settling ---------------------------------------------------------------------------------------------
+    def _settle(self, tx: Tx, row: InstanceRecord, inst: Instance) -> InstanceRecord:
+        """Index the instance's waits, hand it buffered messages that fit, queue what it threw, save it."""
+        for _ in range(MAX_CHAINED_DELIVERIES):
+            for thrown in self.engine.drain(inst):
+                out = tx.add_message(name=thrown.message_name, scope="", message_type="send", status="ready",
+                                     payload=thrown.payload, correlation_keys=thrown.correlations or None,
+                                     process_instance_id=row.id)
+                assert out.id is not None
+                tx.outbox.append(out.id)
+            added = tx.sync_subscriptions(row.id, row.process_group, self._wait_rows(inst))
+            if not added or not self._take_buffered(tx, row, inst, added):
+                break
+        return tx.save_instance(row, state=self.engine.dump(inst), status=self.engine.status(inst),
+                                correlations=self.engine.correlations(inst),
+                                error=inst.failure.as_json() if inst.failure else None)
+
+    def _take_buffered(self, tx: Tx, row: InstanceRecord, inst: Instance, added: Sequence[WaitRow]) -> bool:
+        """Deliver the oldest ready message that one of the new waits accepts; True if one was delivered."""
+        tx.lock_keys(exclusive=[correlation_lock(w.message_name, w.key.key, w.key.digest) if w.key
+                                else correlation_lock(w.message_name) for w in added])
+        for cand in tx.ready_messages_for(row.process_group, added):
+            assert cand.id is not None
+            claimed = tx.claim_message(cand.id)
+            if claimed is None:
+                continue
+            tasks = dict.fromkeys(w.task_id for w in added if w.message_name == claimed.name)
+            if any(self.engine.deliver(inst, t, claimed.name, claimed.payload_object) for t in tasks):
+                self.engine.run(inst)
+                self._received(tx, claimed, row, inst)
+                tx.drop_message_keys(cand.id)
+                return True
+            tx.update_message(claimed, status="ready")
+        return False
+
+    def _wait_rows(self, inst: Instance) -> list[WaitRow]:
+        rows = []
+        for w in self.engine.waits(inst):
+            if w.accept_any:
+                rows.append(WaitRow(w.task_id, w.element_id, w.message_name, None))
+            rows += [WaitRow(w.task_id, w.element_id, w.message_name, kv) for kv in w.expected]
+        return rows
+
+    def _received(self, tx: Tx, msg: MessageRecord, row: InstanceRecord, inst: Instance) -> MessageRecord:
+        """Record the delivery: a ``receive`` row for the instance, both rows ``completed`` (or ``failed``)."""
+        status, cause = "completed", None
+        if inst.failure is not None:
+            status = "failed"
+            cause = f"process instance {row.id} failed in {inst.failure.task}: {inst.failure.message}"
+        msg = tx.save_message(tx.update_message(msg, status=status, failure_cause=cause))
+        receive = tx.add_message(name=msg.name, scope=msg.scope, message_type="receive", status=status,
+                                 payload=None, correlation_keys=self.engine.correlations(inst),
+                                 process_instance_id=row.id, counterpart_id=msg.id, failure_cause=cause)
+        return tx.update_message(msg, counterpart_id=receive.id)
+
+    # -- reading ----------------------------------------------------------------------------------------------
+    def view(self, tx: Tx, row: InstanceRecord) -> InstanceView:
+        """An instance's current data and what it waits for, read from its state (not from the index)."""
+        inst = self.engine.load(row.state, self.entry(tx, row))
+        return InstanceView(row, self.engine.task_data(inst), [w.as_json() for w in self.engine.waits(inst)],
+                            self.engine.waiting_timers(inst))
+
+    def entry(self, tx: Tx, row: InstanceRecord) -> ProcessEntry:
+        """The spec the instance started on: the catalog's if unchanged, else the stored version."""
+        entry = self.catalog.process(row.process_key)
+        if entry is not None and entry.spec_version == row.spec_version:
+            return entry
+        cache_key = (row.process_key, row.spec_version)
+        if cache_key not in self._old_specs:
+            spec_json = tx.spec(row.process_key, row.spec_version)
+            if spec_json is None:
+                raise RuntimeError(f"spec {row.process_key}@{row.spec_version} of instance {row.id} is gone")
+            self._old_specs[cache_key] = self.engine.load_spec(
+                ProcessEntry(row.process_key, row.process_id, row.process_group, "", row.spec_version, None, {}),
+                spec_json)
+        return self._old_specs[cache_key]

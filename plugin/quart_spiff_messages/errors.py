@@ -1,0 +1,122 @@
+"""Every error a client can be answered with, and its ``error_code``: the one place both are written.
+
+Each class is one answer: its HTTP status and its stable ``error_code``. The router, the routes and the names module
+raise them; ``api/errors.py`` turns any of them into ``application/problem+json``. A fault outside the client's
+control is a 5xx here too (``InstanceBusy``), never a bare 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SpiffMessagesError(Exception):
+    """A refusal the client is told about unchanged: ``status``, ``error_code``, the message and extra fields."""
+
+    status = 400
+    error_code = "bad_request"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = dict(headers or {})
+        self.extra = extra
+
+
+# -- names and requests ------------------------------------------------------------------------------------------
+class InvalidName(SpiffMessagesError, ValueError):
+    """The name cannot be a message or process name; the message says why."""
+
+    error_code = "invalid_message_name"
+
+
+class InvalidProcessId(SpiffMessagesError):
+    error_code = "invalid_process_id"
+
+
+class InvalidPayload(SpiffMessagesError):
+    error_code = "invalid_payload"
+
+
+class PayloadTooLarge(SpiffMessagesError):
+    status = 413
+    error_code = "payload_too_large"
+
+
+class InvalidQueryParameter(SpiffMessagesError):
+    error_code = "invalid_query_parameter"
+
+
+class InvalidRequest(SpiffMessagesError):
+    error_code = "invalid_request"
+
+
+class InvalidExecutionMode(SpiffMessagesError):
+    error_code = "invalid_execution_mode"
+
+
+class InvalidTimeToLive(SpiffMessagesError):
+    error_code = "invalid_time_to_live"
+
+
+class InvalidMessageInstanceUuid(SpiffMessagesError):
+    error_code = "invalid_message_instance_uuid"
+
+
+class MessageInstanceUuidRequired(SpiffMessagesError):
+    error_code = "message_instance_uuid_required"
+
+
+# -- access ------------------------------------------------------------------------------------------------------
+class Unauthorized(SpiffMessagesError):
+    status = 401
+    error_code = "unauthorized"
+
+
+class Forbidden(SpiffMessagesError):
+    status = 403
+    error_code = "forbidden"
+
+
+# -- what the request is about -----------------------------------------------------------------------------------
+class ProcessNotFound(SpiffMessagesError):
+    status = 404
+    error_code = "process_not_found"
+
+
+class ProcessNotStartable(SpiffMessagesError):
+    error_code = "process_not_startable"
+
+
+class InstanceNotFound(SpiffMessagesError):
+    status = 404
+    error_code = "process_instance_not_found"
+
+
+class MessageNotFound(SpiffMessagesError):
+    status = 404
+    error_code = "message_not_found"
+
+
+class MessageInstanceUuidConflict(SpiffMessagesError):
+    status = 409
+    error_code = "message_instance_uuid_conflict"
+
+
+class MessageNotCancellable(SpiffMessagesError):
+    status = 409
+    error_code = "message_not_cancellable"
+
+
+class CatalogLoadError(SpiffMessagesError):
+    status = 422
+    error_code = "catalog_load_error"
+
+
+# -- faults the client can only wait out -------------------------------------------------------------------------
+class InstanceBusy(SpiffMessagesError):
+    status = 503
+    error_code = "instance_busy"
+
+    def __init__(self, message: str, retry_after: int = 1, **extra: Any) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)}, retry_after=retry_after, **extra)

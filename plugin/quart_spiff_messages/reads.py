@@ -1,0 +1,60 @@
+"""Reads: instances, messages, metrics, and the invariants every scenario must leave true. Nothing here writes."""
+
+from __future__ import annotations
+
+from . import metrics
+from .core import Core, InstanceView
+from .errors import InstanceNotFound
+from .store import InstanceRecord, MessageFilter, MessageRecord, Page, Store, Tx
+
+
+class Reads:
+    def __init__(self, store: Store, core: Core) -> None:
+        self.store = store
+        self.core = core
+
+    async def instance_view(self, instance_id: int) -> InstanceView:
+        """An instance with its current data and what it waits for (read from its state, not the index)."""
+
+        def view(tx: Tx) -> InstanceView:
+            row = tx.instance(instance_id)
+            if row is None:
+                raise InstanceNotFound(f"no process instance {instance_id}")
+            return self.core.view(tx, row)
+
+        return await self.store.read(view)
+
+    async def list_messages(self, flt: MessageFilter, page: int, per_page: int) -> Page[MessageRecord]:
+        return await self.store.read(lambda tx: tx.list_messages(flt, page, per_page))
+
+    async def list_instances(self, *, status: str | None, process_key: str | None, page: int,
+                             per_page: int) -> Page[InstanceRecord]:
+        return await self.store.read(
+            lambda tx: tx.list_instances(status=status, process_key=process_key, page=page, per_page=per_page))
+
+    async def metrics(self) -> bytes:
+        """The Prometheus text exposition, gauges counted in the database now."""
+        buffered, waiting = await self.store.read(lambda tx: tx.gauges())
+        return metrics.exposition(buffered, waiting)
+
+    async def invariant_violations(self) -> list[str]:
+        """What breaks the invariants, in words (empty when all hold). They hold after every completed request:
+
+        no instance is ``waiting`` with nothing to wait for (no indexed wait and no timer); no message is left
+        ``running``; every delivered message has exactly one ``receive`` row.
+        """
+
+        def check(tx: Tx) -> list[str]:
+            found = []
+            for row in tx.waiting_instances_without_waits():
+                view = self.core.view(tx, row)
+                if not view.timers:
+                    found.append(f"process instance {row.id} ({row.process_key}) is waiting with nothing to wait "
+                                 f"for (waits it shows: {view.waiting_for})")
+            found += [f"message {m.id} ({m.name}, {m.message_type}) is left running"
+                      for m in tx.messages_left_running()]
+            found += [f"message {send_id} was delivered but has {n} receive rows"
+                      for send_id, n in tx.deliveries_without_one_receive()]
+            return found
+
+        return await self.store.read(check)

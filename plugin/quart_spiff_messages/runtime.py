@@ -1,0 +1,33 @@
+"""One catalog's working set: the core, the router, upkeep and reads over one store. A reload makes a new one and
+swaps it in one assignment, so a request keeps the runtime it started with and never sees two catalogs."""
+
+from __future__ import annotations
+
+from .catalog import Catalog
+from .core import Core
+from .engine import Engine
+from .reads import Reads
+from .router import Router
+from .store import Store
+from .upkeep import Upkeep
+
+
+class Runtime:
+    def __init__(self, catalog: Catalog, core: Core, store: Store, max_ttl_seconds: int) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.core = core
+        self.router = Router(catalog, core, store, max_ttl_seconds)
+        self.upkeep = Upkeep(self.router)
+        self.reads = Reads(store, core)
+
+    @classmethod
+    def create(cls, catalog: Catalog, engine: Engine, store: Store, max_ttl_seconds: int) -> Runtime:
+        return cls(catalog, Core(catalog, engine, store), store, max_ttl_seconds)
+
+    @property
+    def engine(self) -> Engine:
+        return self.core.engine
+
+    def with_catalog(self, catalog: Catalog) -> Runtime:
+        return Runtime(catalog, self.core.with_catalog(catalog), self.store, self.router.max_ttl_seconds)
