@@ -22,8 +22,8 @@ from quart import Quart
 from sqlalchemy import insert
 
 from quart_spiff_messages import SpiffMessages
-from quart_spiff_messages.router import SWEEP_BATCH
 from quart_spiff_messages.store.models import MessageInstance
+from quart_spiff_messages.upkeep import SWEEP_BATCH
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,7 +58,7 @@ async def main() -> None:
                       SPIFF_MESSAGES_SWEEP_INTERVAL_SECONDS=3600)  # we run the sweep ourselves
     ext = SpiffMessages(app)
     async with app.test_app():
-        store = ext.router.store
+        store = ext.runtime.store
         for prefix in ("before", "during"):
             for i in range(args.deliveries):
                 await ext.send_message("order_received", {"order_id": f"{prefix}-{i}"})
@@ -69,12 +69,12 @@ async def main() -> None:
         t0 = time.perf_counter()
         for start in range(0, len(rows), 10_000):
             chunk = rows[start:start + 10_000]
-            await store.run(lambda tx, chunk=chunk: tx.session.execute(insert(MessageInstance), chunk))
+            await store.write(lambda tx, chunk=chunk: tx.session.execute(insert(MessageInstance), chunk))
         print(f"seeded {args.count} expired messages in {time.perf_counter() - t0:.1f}s on {store.dialect}")
 
         before = await deliver(ext, "before", args.deliveries)
         t0 = time.perf_counter()
-        sweep = asyncio.create_task(ext.router.sweep(batch=args.batch))
+        sweep = asyncio.create_task(ext.runtime.upkeep.sweep(batch=args.batch))
         during = await deliver(ext, "during", args.deliveries)
         sweep_done_during = sweep.done()
         expired, _ = await sweep

@@ -2,7 +2,7 @@
 
     python bench/phases.py [--count 200] [--database-url sqlite:///x.db]
 
-Inner functions are counted inside their callers too (``Router._route`` includes the store calls it makes).
+Inner functions are counted inside their callers too (``Router.route`` includes the store calls it makes).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 from quart import Quart
 
 from quart_spiff_messages import SpiffMessages
+from quart_spiff_messages import core as core_module
 from quart_spiff_messages import engine as engine_module
 from quart_spiff_messages import router as router_module
 from quart_spiff_messages import store as store_module
@@ -30,10 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SPENT: collections.defaultdict[str, float] = collections.defaultdict(float)
 WRITES: list[float] = []
 TIMED = {
-    engine_module.Engine: ["load", "deliver", "dump", "waits", "drain", "task_data"],
-    store_module.Tx: ["find_subscriptions", "lock_instance", "sync_subscriptions", "persist", "add_message",
+    engine_module.Engine: ["load", "deliver", "run", "dump", "waits", "drain", "task_data"],
+    store_module.Tx: ["find_waiting_tasks", "lock_instance", "sync_subscriptions", "save_message", "add_message",
                       "ready_messages_for"],
-    router_module.Router: ["_route", "_settle", "_received", "_message_keys"],
+    router_module.Router: ["route", "message_keys"],
+    core_module.Core: ["apply", "_settle", "_received"],
     sqlite_module.SqliteStore: ["write"],
 }
 

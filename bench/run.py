@@ -2,7 +2,7 @@
 
 Latency scenarios, one sequential client, each server one worker on its own SQLite file in a temporary folder:
 
-  engine floor       in-process Engine.load + deliver(payment_received) + dump of one waiting order_process
+  engine floor       in-process Engine.load + deliver(payment_received) + run + dump of one waiting order_process
                      instance, reloaded from its dumped state every time (no HTTP, no database)
   http roundtrip     GET of an unknown path (404 from Quart, no database): the HTTP stack alone, for reference
   correlate W=...    payment_received into one of W waiting order_process instances (W = 100, 10,000, 100,000),
@@ -426,21 +426,25 @@ class Lane:
 
 
 def floor_op() -> Op:
-    """Engine.load + deliver + dump of one waiting order_process instance, reloaded from its dump each time."""
+    """Engine.load + deliver + run + dump of one waiting order_process instance, reloaded from its dump each time."""
     catalog = Catalog.load(BPMN_DIR)
     start = catalog.start_points(parse_modified_name("order_received"))[0]
     entry = catalog.processes[start.process_key]
     engine = Engine()
     inst = engine.start_by_message(entry, start, {"order_id": "FLOOR-1"})
+    if inst is not None:
+        engine.run(inst)
     if inst is None or engine.status(inst) != "waiting":
         raise RuntimeError("the engine floor's order_process instance does not wait for its payment")
     state = engine.dump(inst)
+    task_id = engine.waits(inst)[0].task_id  # what the subscription index hands the core
     payload = {"order_id": "FLOOR-1", "amount": 1}
 
     def op() -> tuple[float, bool, str, str]:
         t0 = time.perf_counter()
         loaded = engine.load(state, entry)
-        ok = engine.deliver(loaded, "payment_received", payload)
+        ok = engine.deliver(loaded, task_id, "payment_received", payload)
+        engine.run(loaded)
         engine.dump(loaded)
         seconds = time.perf_counter() - t0
         ok = ok and engine.status(loaded) == "complete"

@@ -30,7 +30,7 @@ from quart_spiff_messages.races import (
     same_uuid,
     server_errors,
 )
-from quart_spiff_messages.testing import Server, start_server
+from quart_spiff_messages.testing import Server, invariant_violations, start_server
 
 from .conftest import FIXTURES, TABLES, _pg
 
@@ -93,6 +93,8 @@ class Live:
             state = "running" if self.server.proc.poll() is None else f"exited with {self.server.proc.returncode}"
             pytest.fail(f"{type(exc).__name__}: {exc} (the server {state}); {self.server.log}:\n"
                         f"{log_excerpt(self.server, self.log_offset)}")
+        for broken in await invariant_violations(self.server.database_url):
+            checks.expect(False, f"invariant: {broken}")
         conclude(checks, self.server, self.log_offset)
 
 

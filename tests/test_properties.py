@@ -7,9 +7,11 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import create_engine, literal, select
 
 from quart_spiff_messages.correlation import canonical, evaluate
-from quart_spiff_messages.names import InvalidName, modified, parse_modified_name
+from quart_spiff_messages.names import InvalidName, ancestor_groups, group_path, in_scope, modified, parse_modified_name
+from quart_spiff_messages.store.statements import in_group
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
                     st.text(max_size=20))
@@ -55,3 +57,20 @@ def test_any_text_parses_or_is_refused_cleanly(text: str) -> None:
 def test_payload_keys_never_change_a_called_function(extra: dict[str, Any], order_id: int) -> None:
     payload = {**extra, "order_id": order_id}
     assert evaluate("str(order_id)", payload) == str(order_id)
+
+
+groups = st.lists(st.sampled_from(["a", "b", "ab", "A", "a_", "%", "é"]), max_size=3).map("/".join)
+
+
+@given(groups, groups)
+@settings(max_examples=300)
+def test_the_three_forms_of_the_group_scope_rule_agree(prefix: str, group: str) -> None:
+    """The catalog's in_scope, the store's prefix comparison of group paths (run as SQL on SQLite, where LIKE would
+    ignore case) and the buffered messages' ancestor groups say the same of every prefix and group."""
+    with SQLITE.connect() as conn:
+        sql_says = bool(conn.execute(select(in_group(literal(group_path(group)))), {"group": group_path(prefix)})
+                        .scalar_one())
+    assert in_scope(prefix, group) == sql_says == (prefix in ancestor_groups(group)), (prefix, group)
+
+
+SQLITE = create_engine("sqlite://")

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from quart_spiff_messages.testing import serving
+from quart_spiff_messages.testing import invariant_violations, serving
 
 from .conftest import CASES
 
@@ -216,6 +216,7 @@ def test_every_shape_under_concurrent_messages(database_url: str, tmp_path: Path
     with serving(SHAPES, database_url, log, workers=2) as server:
         failures = asyncio.run(race_every_shape(server.url))
         alive = server.proc.poll() is None
+    failures += [f"invariant: {v}" for v in asyncio.run(invariant_violations(database_url))]
     if not alive:
         failures.append("the server kept running")
     if failures:

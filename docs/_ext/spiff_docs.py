@@ -3,8 +3,8 @@
 - ``_generated/http-api.md``: every operation and schema of the OpenAPI document that Quart-Schema builds from
   the routes (the app is configured, never started: no database is opened, no network is used);
   ``_generated/extra/openapi.json`` is the document itself, copied to the site's root.
-- ``_generated/error-codes.md``: every ``error_code`` the API answers with, read from the router's exceptions and
-  the API's source.
+- ``_generated/error-codes.md``: every ``error_code`` the API answers with, read from ``quart_spiff_messages.errors``
+  and the API's source.
 - ``_generated/configuration.md``: every ``SPIFF_MESSAGES_*`` key with its type, default and meaning. Defaults
   come from ``Settings`` and the command's options; meanings come from ``CONFIG_KEYS`` below. The build fails
   when the code reads a key that ``CONFIG_KEYS`` does not describe, or ``CONFIG_KEYS`` describes one the code no
@@ -463,10 +463,11 @@ ERROR_MEANINGS = {
 }
 
 
-def _router_errors() -> Iterable[tuple[str, int]]:
-    from quart_spiff_messages.router import RouterError
+def _error_classes() -> Iterable[tuple[str, int]]:
+    """Every error class of ``quart_spiff_messages.errors``: where all the codes a client can get are written."""
+    from quart_spiff_messages.errors import SpiffMessagesError
 
-    stack = list(RouterError.__subclasses__())
+    stack = list(SpiffMessagesError.__subclasses__())
     while stack:
         cls = stack.pop()
         stack.extend(cls.__subclasses__())
@@ -478,9 +479,9 @@ def error_codes_page() -> str:
 
     package = Path(quart_spiff_messages.__file__).resolve().parent
     codes: dict[str, set[int]] = {}
-    for code, status in _router_errors():
+    for code, status in _error_classes():
         codes.setdefault(code, set()).add(status)
-    pattern = re.compile(r'\b(?:ApiError|problem)\(\s*(\d{3}),\s*"([a-z_]+)"')
+    pattern = re.compile(r'\bproblem\(\s*(\d{3}),\s*"([a-z_]+)"')  # answers written in the routes themselves
     for path in sorted((package / "api").rglob("*.py")):
         for status, code in pattern.findall(path.read_text(encoding="utf-8")):
             codes.setdefault(code, set()).add(int(status))

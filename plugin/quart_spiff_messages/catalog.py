@@ -63,6 +63,8 @@ class ProcessEntry:
     spec_version: str
     spec: Any = field(repr=False, compare=False)
     subprocess_specs: dict[str, Any] = field(repr=False, compare=False)
+    # Start events of event subprocesses that interrupt the process (SpiffWorkflow 3.2 does not read isInterrupting)
+    interrupting_starts: frozenset[str] = frozenset()
 
     @property
     def correlation_keys(self) -> dict[str, list[str]]:
@@ -94,7 +96,8 @@ class CatchPoint:
     process_id: str
     group: str
     element_id: str
-    kind: str  # intermediate_catch | receive_task | boundary | event_based_gateway
+    # intermediate_catch | receive_task | boundary | event_based_gateway | event_subprocess_start | parallel_start
+    kind: str
     interrupting: bool | None
     message_variable: str | None
     properties: tuple[Property, ...]
@@ -262,6 +265,11 @@ class Catalog:
             self._throws[t.message_name].append(t)
         self.messages = messages  # message name -> groups that declare it
 
+    @classmethod
+    def empty(cls) -> Catalog:
+        """A catalog of no processes (instances then run on the spec versions stored with them)."""
+        return cls({}, [], [], [], {})
+
     # -- lookups used by the router ---------------------------------------------------------------------------
     def start_points(self, scoped: ScopedName) -> list[StartPoint]:
         return [s for s in self._starts.get(scoped.name, ()) if in_scope(scoped.group, s.group)]
@@ -382,8 +390,17 @@ def _load_group(group: str, files: list[Path], dmn_files: list[Path]) -> Iterabl
         except Exception as exc:
             raise _error_from(exc, origin.get(pid)) from exc
         key = process_key(group, pid)
-        entries.append(ProcessEntry(key, pid, group, origin.get(pid, ""), version, spec, subs))
+        entries.append(ProcessEntry(key, pid, group, origin.get(pid, ""), version, spec, subs,
+                                    _interrupting_starts(parser.process_parsers[pid].node)))
     return entries
+
+
+def _interrupting_starts(process_node: Any) -> frozenset[str]:
+    """Ids of the start events of the process's event subprocesses that interrupt it (``isInterrupting`` is true
+    unless it says otherwise, as BPMN defines)."""
+    starts = process_node.xpath(".//bpmn:subProcess[@triggeredByEvent='true']/bpmn:startEvent",
+                                namespaces={"bpmn": "http://www.omg.org/spec/BPMN/20100524/MODEL"})
+    return frozenset(str(s.get("id")) for s in starts if s.get("isInterrupting", "true").lower() != "false")
 
 
 def _all_task_specs(entry: ProcessEntry) -> Iterator[Any]:
@@ -414,10 +431,15 @@ def _scan(entry: ProcessEntry) -> tuple[list[StartPoint], list[CatchPoint], list
             var = getattr(md, "message_var", None)
             if isinstance(ts, StartEventMixin) and ts in top_level:
                 starts.append(StartPoint(md.name, entry.key, entry.process_id, entry.group, ts.bpmn_id, var, props))
+                if isinstance(ed, MultipleEventDefinition) and ed.parallel:
+                    # once one of its messages started an instance, the start waits for the others like a catch
+                    catches.append(CatchPoint(md.name, entry.key, entry.process_id, entry.group, ts.bpmn_id,
+                                              "parallel_start", None, var, props))
                 continue
             kind = "event_subprocess_start" if isinstance(ts, StartEventMixin) else _catch_kind(ts)
             if kind is not None:
-                interrupting = getattr(ts, "cancel_activity", None) if kind == "boundary" else None
+                interrupting = getattr(ts, "cancel_activity", None) if kind == "boundary" else \
+                    ts.bpmn_id in entry.interrupting_starts if kind == "event_subprocess_start" else None
                 catches.append(CatchPoint(md.name, entry.key, entry.process_id, entry.group, ts.bpmn_id, kind,
                                           interrupting, var, props,
                                           _as_properties(getattr(md, "process_correlations", None) or ())))

@@ -188,7 +188,8 @@ class Core:
             spec_json = tx.spec(row.process_key, row.spec_version)
             if spec_json is None:
                 raise RuntimeError(f"spec {row.process_key}@{row.spec_version} of instance {row.id} is gone")
+            current = frozenset(entry.interrupting_starts) if entry is not None else frozenset()
             self._old_specs[cache_key] = self.engine.load_spec(
-                ProcessEntry(row.process_key, row.process_id, row.process_group, "", row.spec_version, None, {}),
-                spec_json)
+                ProcessEntry(row.process_key, row.process_id, row.process_group, "", row.spec_version, None, {},
+                             current), spec_json)
         return self._old_specs[cache_key]

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
 from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine, TaskDataEnvironment
@@ -24,6 +24,8 @@ from SpiffWorkflow.bpmn.specs.event_definitions import MessageEventDefinition, M
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins import StartEventMixin
 from SpiffWorkflow.bpmn.specs.mixins.events.event_types import CatchingEvent
+from SpiffWorkflow.bpmn.specs.mixins.multiinstance_task import LoopTask
+from SpiffWorkflow.exceptions import TaskNotFoundException
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
 from SpiffWorkflow.util.task import TaskState
 
@@ -142,11 +144,12 @@ class Engine:
         spec = registry.restore(dct["spec"])
         subs = {k: registry.restore(v) for k, v in dct["subprocess_specs"].items()}
         return ProcessEntry(entry_like.key, entry_like.process_id, entry_like.group, entry_like.file,
-                            entry_like.spec_version, spec, subs)
+                            entry_like.spec_version, spec, subs, entry_like.interrupting_starts)
 
     # -- making instances (not run yet) ------------------------------------------------------------------------
     def new_instance(self, entry: ProcessEntry, data: Mapping[str, Any]) -> Instance:
         """An instance at its none start event with ``data`` as the initial task data."""
+        _wire_loops(entry)
         wf = BpmnWorkflow(entry.spec, entry.subprocess_specs, script_engine=self.script_engine)
         for task in wf.get_tasks(state=TaskState.READY):
             task.data.update(data)
@@ -158,6 +161,7 @@ class Engine:
 
     def start_by_message(self, entry: ProcessEntry, start: StartPoint, payload: Mapping[str, Any]) -> Instance | None:
         """A new instance that caught ``start``'s message; None if the payload cannot be caught there."""
+        _wire_loops(entry)
         wf = BpmnWorkflow(entry.spec, entry.subprocess_specs, script_engine=self.script_engine)
         for task in wf.get_tasks(spec_class=StartEventMixin):
             if task.task_spec.bpmn_id != start.element_id:
@@ -176,11 +180,64 @@ class Engine:
         SpiffWorkflow's ``send_event`` would give it to every task of the instance that catches it."""
         try:
             task = inst.workflow.get_task_from_id(UUID(task_id))
-        except (ValueError, KeyError):
+        except ValueError:
             return False
-        if task is None or task.state != TaskState.WAITING or not isinstance(task.task_spec, CatchingEvent):
+        except TaskNotFoundException:
+            task = None
+        if task is None:
+            trigger = next((t for t in self._event_subprocess_triggers(inst) if t.wait_id == task_id), None)
+            return trigger is not None and self._trigger(inst, trigger, message_name, payload)
+        if task.state != TaskState.WAITING or not isinstance(task.task_spec, CatchingEvent):
             return False
         return self._catch(task, message_name, payload)
+
+    def _event_subprocess_triggers(self, inst: Instance) -> list[_Trigger]:
+        """The message start events of the process's event subprocesses that can start one now.
+
+        SpiffWorkflow 3.2 makes no task for them until a message comes (and then takes any message of the name,
+        whatever its correlation), so they are waits without a task: a stable id stands for each. None while an
+        interrupting one runs, or once the process ended.
+        """
+        wf = inst.workflow
+        if inst.failure is not None or wf.completed:
+            return []
+        running = {sp.spec.name for sp in wf.subprocesses.values() if not sp.completed}
+        out = []
+        for name in getattr(wf.spec.start, "trigger_specs", ()):
+            sp_spec = wf.subprocess_specs.get(name)
+            for ts in getattr(sp_spec, "bpmn_start_events", ()):
+                interrupting = ts.bpmn_id in inst.entry.interrupting_starts
+                if interrupting and name in running:
+                    return []  # the process is interrupted
+                wait_id = str(uuid5(wf.task_tree.id, f"{name}/{ts.bpmn_id}"))
+                out.append(_Trigger(wait_id, name, ts, interrupting))
+        return out
+
+    def _trigger(self, inst: Instance, trigger: _Trigger, message_name: str, payload: Mapping[str, Any]) -> bool:
+        """Start the event subprocess with the message, if it correlates; an interrupting one cancels the rest."""
+        wf = inst.workflow
+        md = next((d for d in message_definitions(trigger.start.event_definition) if d.name == message_name), None)
+        if md is None:
+            return False
+        try:
+            correlations = md.calculate_correlations(wf.script_engine, md.correlation_properties, payload)
+        except Exception:
+            return False
+        expected = {k: wf.correlations[k] for k in correlations if k in wf.correlations}
+        if expected and not any(correlations[k] == v for k, v in expected.items()):
+            return False  # checked before anything changes: a refused message leaves the instance as it was
+        child_id = wf.spec.start.trigger_wf(wf.task_tree, trigger.spec_name)
+        sub = wf.subprocesses[child_id]
+        sub.correlations.update(wf.correlations)
+        start = next(t for t in sub.get_tasks(state=TaskState.WAITING) if t.task_spec.bpmn_id == trigger.start.bpmn_id)
+        if not self._catch(start, message_name, payload):
+            raise RuntimeError(f"the event subprocess {trigger.spec_name!r} did not take {message_name!r}")
+        if trigger.interrupting:
+            keep = _ancestors(wf.get_task_from_id(child_id))
+            for task in wf.get_tasks(state=TaskState.NOT_FINISHED_MASK):
+                if task.workflow is wf and task.id not in keep and not (_ancestors(task) & {child_id}):
+                    task.cancel()
+        return True
 
     def _catch(self, task: Any, message_name: str, payload: Mapping[str, Any]) -> bool:
         md = next((d for d in message_definitions(task.task_spec.event_definition) if d.name == message_name), None)
@@ -211,6 +268,8 @@ class Engine:
             inst.workflow.do_engine_steps()
         except Exception as exc:  # a script raising anything is a process error, not a server error
             inst.failure = _failure(exc)
+            return
+        inst.workflow.is_completed()  # an interrupted process has no End task left: done when nothing is open
 
     # -- what an instance waits for ----------------------------------------------------------------------------
     @staticmethod
@@ -260,9 +319,10 @@ class Engine:
             for md in message_definitions(task.task_spec.event_definition):
                 if md in seen:
                     continue  # a parallel multiple event that has this message already
-                keys = sorted({k for p in md.correlation_properties for k in p.correlation_keys or ()})
-                expected = tuple(expected_key_value(k, correlations[k]) for k in keys if k in correlations)
-                out.append(Wait(str(task.id), task.task_spec.bpmn_id, md.name, expected, not expected))
+                out.append(_wait(str(task.id), task.task_spec.bpmn_id, md, correlations))
+        for trigger in self._event_subprocess_triggers(inst):
+            for md in message_definitions(trigger.start.event_definition):
+                out.append(_wait(trigger.wait_id, trigger.start.bpmn_id, md, inst.workflow.correlations))
         return out
 
     def waiting_timers(self, inst: Instance) -> list[str]:
@@ -312,11 +372,54 @@ class Engine:
         return str(self._serializer.serialize_json(inst.workflow))
 
     def load(self, state: str, entry: ProcessEntry) -> Instance:
+        _wire_loops(entry)
         dct = json.loads(state)
         self._serializer.migrate(dct)
         wf = self._serializer.from_dict(dct, spec=entry.spec, subprocess_specs=entry.subprocess_specs)
         wf.script_engine = self.script_engine  # the script engine is not serialized
         return Instance(wf, entry)
+
+
+@dataclass(frozen=True)
+class _Trigger:
+    wait_id: str
+    spec_name: str
+    start: Any  # the event subprocess's start event spec
+    interrupting: bool
+
+
+def _wire_loops(entry: ProcessEntry) -> None:
+    """Connect each loop's child spec to the loop's merge, in every process that runs the spec.
+
+    SpiffWorkflow 3.2 connects a multi-instance (or standard loop) task's ``merge_child`` to its child's
+    ``completed_event`` only when it creates a child, on the in-memory spec. A worker that loads an instance whose
+    children another worker (or an earlier run) created never merges them: their outputs are lost and a parallel
+    loop never completes. Done once per spec object.
+    """
+    if getattr(entry.spec, "_spiff_messages_loops_wired", False):
+        return
+    for wf_spec in (entry.spec, *entry.subprocess_specs.values()):
+        for ts in list(wf_spec.task_specs.values()):
+            if isinstance(ts, LoopTask):
+                child = wf_spec.task_specs[ts.task_spec]
+                if not child.completed_event.is_connected(ts.merge_child):
+                    child.completed_event.connect(ts.merge_child)
+    entry.spec._spiff_messages_loops_wired = True
+
+
+def _wait(task_id: str, element_id: str, md: Any, correlations: Mapping[str, Any]) -> Wait:
+    """A wait for ``md``, expecting the values ``correlations`` has for its keys (none: it accepts any)."""
+    keys = sorted({k for p in md.correlation_properties for k in p.correlation_keys or ()})
+    expected = tuple(expected_key_value(k, correlations[k]) for k in keys if k in correlations)
+    return Wait(task_id, element_id, md.name, expected, not expected)
+
+
+def _ancestors(task: Any) -> set[Any]:
+    out = set()
+    while task is not None:
+        out.add(task.id)
+        task = task.parent
+    return out
 
 
 def _seen_events(task: Any) -> list[Any]:

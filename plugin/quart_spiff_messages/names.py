@@ -32,8 +32,8 @@ def process_key(group: str, process_id: str) -> str:
 
 # -- the group-scope rule ----------------------------------------------------------------------------------------
 # A prefix scopes to that group and its sub-groups, by path segment ("a" covers "a" and "a/b", never "ab"). The
-# catalog asks in_scope; the store matches waits with group_path/group_path_pattern and buffered messages with
-# ancestor_groups. tests/test_properties.py checks that the three agree.
+# catalog asks in_scope; the store matches waits by group_path prefix (store/statements.py in_group) and buffered
+# messages with ancestor_groups. tests/test_properties.py checks that the three agree, in SQL too.
 def in_scope(prefix: str, group: str) -> bool:
     """True when ``group`` is ``prefix`` or one of its sub-groups (path segments, not string prefixes)."""
     return not prefix or group == prefix or group.startswith(prefix + "/")
@@ -42,12 +42,6 @@ def in_scope(prefix: str, group: str) -> bool:
 def group_path(group: str) -> str:
     """A group as stored with a wait: ``/`` for the root, ``/a/b/`` for group ``a/b``."""
     return f"/{group}/" if group else "/"
-
-
-def group_path_pattern(prefix: str) -> str:
-    """The SQL ``LIKE`` pattern (escape character ``\\``) matching the group paths :func:`in_scope` of ``prefix``."""
-    escaped = group_path(prefix).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"
 
 
 def ancestor_groups(group: str) -> list[str]:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 
-from .clock import ManualClock
+from .clock import Clock, ManualClock
 
 if TYPE_CHECKING:
     from quart import Quart
@@ -259,7 +259,7 @@ def _instance_id(instance: int | Outcome | InstanceView) -> int:
 
 
 # -- building the app ---------------------------------------------------------------------------------------------
-def make_spiff_app(bpmn_dir: str | Path, database_url: str, clock: Callable[[], float] | None = None,
+def make_spiff_app(bpmn_dir: str | Path, database_url: str, clock: Clock | None = None,
                    config: Mapping[str, Any] | None = None) -> SpiffMessages:
     """A Quart app serving ``bpmn_dir`` on ``database_url``, with the extension on it (``ext.app``); not started."""
     from quart import Quart

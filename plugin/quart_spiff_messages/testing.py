@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["Server", "free_port", "serving", "start_server", "worker_pids"]
+__all__ = ["Server", "free_port", "invariant_violations", "serving", "start_server", "worker_pids"]
 
 
 def free_port() -> int:
@@ -54,6 +54,7 @@ class Server:
     def __init__(self, bpmn_dir: Path, database_url: str, workers: int = 1, log: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1.0"
+        self.database_url = database_url
         self.log = log
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         cmd = [sys.executable, "-m", "quart_spiff_messages", "serve", "--bpmn-dir", str(bpmn_dir),
@@ -118,3 +119,22 @@ def serving(bpmn_dir: Path, database_url: str, log: Path, workers: int = 1) -> I
         yield srv
     finally:
         srv.stop()
+
+
+async def invariant_violations(database_url: str) -> list[str]:
+    """What breaks the invariants in a database a server wrote (empty when they hold), read with the spec versions
+    stored there: no instance waits with nothing to wait for, no message is left ``running``, every delivery has
+    exactly one receive row. For a server's database once its requests are answered."""
+    import time as clock
+
+    from .catalog import Catalog
+    from .core import Core
+    from .engine import Engine
+    from .reads import Reads
+    from .store import Store
+
+    store = Store(database_url, clock.time)
+    try:
+        return await Reads(store, Core(Catalog.empty(), Engine(), store)).invariant_violations()
+    finally:
+        await store.dispose()

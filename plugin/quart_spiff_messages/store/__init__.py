@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from ..clock import Clock
 from ..correlation import KeyValue
-from ..names import ancestor_groups, group_path, group_path_pattern
+from ..names import ancestor_groups, group_path
 from . import db
 from . import statements as sql
 from .models import MESSAGE_STATUSES
@@ -291,7 +291,7 @@ class Tx:
         for i, (key, dig) in enumerate([*keys, ("", "")]):
             params[f"k{i}"], params[f"d{i}"] = key, dig
         if scope:
-            params["group"] = group_path_pattern(scope)
+            params["group"] = group_path(scope)
         stmt = sql.subscription_lookup(len(keys), bool(scope))
         found = dict.fromkeys(WaitingTask(int(i), str(t)) for i, t in self.conn.execute(stmt, params))
         return list(found)

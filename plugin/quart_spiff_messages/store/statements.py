@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, insert, literal, select, tuple_, union_all, update
+from sqlalchemy import Table, bindparam, delete, func, insert, literal, select, tuple_, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -48,6 +48,15 @@ DELETE_OTHER_WAITS = DELETE_WAITS.where(
            SUBSCRIPTIONS.c.values_digest).not_in(bindparam("keep", expanding=True)))
 
 
+def in_group(group_path: Any) -> Any:
+    """SQL for "this stored group path is the bound ``group`` path or below it" (:func:`..names.in_scope`).
+
+    A prefix comparison, not ``LIKE``: SQLite's ``LIKE`` ignores case, so ``Orders`` would cover ``orders`` there.
+    """
+    group: Any = bindparam("group")
+    return func.substr(group_path, 1, func.length(group)) == group
+
+
 @functools.lru_cache(maxsize=64)
 def subscription_lookup(n_keys: int, scoped: bool) -> Any:
     """Tasks waiting for a message, for ``n_keys`` correlation keys: one index seek per key, exact keys first."""
@@ -59,7 +68,7 @@ def subscription_lookup(n_keys: int, scoped: bool) -> Any:
                          SUBSCRIPTIONS.c.key_name == bindparam(f"k{i}"),
                          SUBSCRIPTIONS.c.values_digest == bindparam(f"d{i}")))
         if scoped:
-            branch = branch.where(SUBSCRIPTIONS.c.group_path.like(bindparam("group"), escape="\\"))
+            branch = branch.where(in_group(SUBSCRIPTIONS.c.group_path))
         branches.append(select(branch.order_by(SUBSCRIPTIONS.c.id).limit(bindparam("limit")).subquery()))
     found = union_all(*branches).subquery()
     return (select(found.c.process_instance_id, found.c.task_id).order_by(found.c.rank, found.c.id)
