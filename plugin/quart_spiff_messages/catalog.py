@@ -67,6 +67,13 @@ class ProcessEntry:
     interrupting_starts: frozenset[str] = frozenset()
 
     @property
+    def has_plain_start(self) -> bool:
+        """Whether the process has a start event without a message: ``POST /process-instances`` can start it
+        (with data that may carry its correlation keys)."""
+        starts = [ts for ts in self.spec.task_specs.values() if isinstance(ts, StartEventMixin)]
+        return any(not list(message_definitions(getattr(ts, "event_definition", None))) for ts in starts)
+
+    @property
     def correlation_keys(self) -> dict[str, list[str]]:
         """Correlation key name -> the property ids it is made of (as the BPMN collaboration declares them)."""
         keys: dict[str, list[str]] = dict(getattr(self.spec, "correlation_keys", None) or {})

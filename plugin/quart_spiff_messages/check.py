@@ -10,9 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from SpiffWorkflow.bpmn.specs.mixins import StartEventMixin
-
-from .catalog import Catalog, CatalogError, CatchPoint, ProcessEntry, ThrowPoint, locate, message_definitions
+from .catalog import Catalog, CatalogError, CatchPoint, ProcessEntry, ThrowPoint, locate
 
 
 @dataclass(frozen=True)
@@ -109,12 +107,6 @@ def _file_of(entry: ProcessEntry, element_id: str) -> str:
     return entry.file
 
 
-def _has_plain_start(entry: ProcessEntry) -> bool:
-    """Whether ``POST /process-instances`` can start the process (with data that may carry its keys)."""
-    starts = [ts for ts in entry.spec.task_specs.values() if isinstance(ts, StartEventMixin)]
-    return any(not list(message_definitions(getattr(ts, "event_definition", None))) for ts in starts)
-
-
 def _keys_set_in(catalog: Catalog, c: CatchPoint) -> set[str]:
     """Correlation keys something else in the catch's process can set: a start event or another catch that
     receives a message with the key, or a throw whose payload carries it (one without a payload sets none)."""
@@ -150,7 +142,7 @@ def _catch_findings(catalog: Catalog, c: CatchPoint, file: str) -> list[Finding]
                                  "established for the whole key", file, line, c.element_id))
     wanted = sorted({k for p in c.properties for k in p.keys})
     entry = catalog.processes[c.process_key]
-    if wanted and not c.process_properties and not _has_plain_start(entry) \
+    if wanted and not c.process_properties and not entry.has_plain_start \
             and not set(wanted) & _keys_set_in(catalog, c):
         where = _file_of(entry, c.element_id)
         found.append(Finding("warning", "catch_accepts_any",

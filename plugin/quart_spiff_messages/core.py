@@ -22,12 +22,17 @@ MAX_CHAINED_DELIVERIES = 100
 
 
 # -- actions ----------------------------------------------------------------------------------------------------
+# An action on an existing instance has ``act(engine, inst) -> bool`` (False: it does not take, nothing is written);
+# one that makes an instance has ``make(core) -> Instance | None``. ``message`` is the message it consumes, if any.
 @dataclass(frozen=True)
 class Deliver:
     """A message for the one waiting task the subscription index chose."""
 
     message: MessageRecord
     task_id: str
+
+    def act(self, engine: Engine, inst: Instance) -> bool:
+        return engine.deliver(inst, self.task_id, self.message.name, self.message.payload_object)
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,10 @@ class StartByMessage:
     message: MessageRecord
     start: StartPoint
 
+    def make(self, core: Core) -> Instance | None:
+        entry = core.catalog.processes[self.start.process_key]
+        return core.engine.start_by_message(entry, self.start, self.message.payload_object)
+
 
 @dataclass(frozen=True)
 class StartWithData:
@@ -44,6 +53,10 @@ class StartWithData:
 
     entry: ProcessEntry
     data: Mapping[str, Any] = field(default_factory=dict)
+    message: None = None
+
+    def make(self, core: Core) -> Instance | None:
+        return core.engine.new_instance(self.entry, self.data)
 
 
 Action = Deliver | StartByMessage | StartWithData
@@ -89,29 +102,24 @@ class Core:
         None when the action does not take: the instance is gone or finished, or its task does not catch the
         message. Then nothing of the instance was written.
         """
-        if isinstance(action, Deliver):
-            if instance_id is None:
-                raise ValueError("a delivery needs the instance it is for")
-            row = tx.lock_instance(instance_id)
-            if row is None or row.status in ("complete", "error"):
+        if isinstance(action, (StartByMessage, StartWithData)):
+            made = action.make(self)
+            if made is None:
                 return None
-            inst = self.engine.load(row.state, self.entry(tx, row))
-            if not self.engine.deliver(inst, action.task_id, action.message.name, action.message.payload_object):
-                return None
-        else:
-            if isinstance(action, StartByMessage):
-                entry = self.catalog.processes[action.start.process_key]
-                started = self.engine.start_by_message(entry, action.start, action.message.payload_object)
-                if started is None:
-                    return None
-                inst = started
-            else:
-                entry = action.entry
-                inst = self.engine.new_instance(entry, action.data)
+            inst, entry = made, made.entry
             row = tx.add_instance(process_key=entry.key, process_id=entry.process_id, group=entry.group,
                                   spec_version=entry.spec_version)
+        else:
+            if instance_id is None:
+                raise ValueError(f"{type(action).__name__} needs the instance it is for")
+            found = tx.lock_instance(instance_id)
+            if found is None or found.status in ("complete", "error"):
+                return None
+            row, inst = found, self.engine.load(found.state, self.entry(tx, found))
+            if not action.act(self.engine, inst):
+                return None
         self.engine.run(inst)
-        consumed = None if isinstance(action, StartWithData) else self._received(tx, action.message, row, inst)
+        consumed = self._received(tx, action.message, row, inst) if action.message is not None else None
         row = self._settle(tx, row, inst)
         failure = inst.failure.as_json() if inst.failure is not None else None
         return Applied(row, consumed, self.engine.task_data(inst), failure)

@@ -155,10 +155,6 @@ class Engine:
             task.data.update(data)
         return Instance(wf, entry)
 
-    def has_none_start(self, entry: ProcessEntry) -> bool:
-        starts = [ts for ts in entry.spec.task_specs.values() if isinstance(ts, StartEventMixin)]
-        return any(not list(message_definitions(getattr(ts, "event_definition", None))) for ts in starts)
-
     def start_by_message(self, entry: ProcessEntry, start: StartPoint, payload: Mapping[str, Any]) -> Instance | None:
         """A new instance that caught ``start``'s message; None if the payload cannot be caught there."""
         _wire_loops(entry)

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from . import metrics
@@ -127,10 +127,10 @@ class Router:
         entry = self.catalog.process(scoped.key)
         if entry is None:
             raise ProcessNotFound(f"no process {scoped.key!r} in the BPMN folder")
-        if not self.core.engine.has_none_start(entry):
+        if not entry.has_plain_start:
             raise ProcessNotStartable(
                 f"process {scoped.key!r} has no plain start event; it starts when one of its start messages is sent")
-        done = await self._run(lambda tx: self.core.apply(tx, StartWithData(entry, dict(data))))
+        done = await self._answer(self.core.advance(StartWithData(entry, dict(data))))
         await self.flush(done.outbox)
         assert done.value is not None  # a start with data always makes an instance
         return Outcome.of("started", done.value)
@@ -205,7 +205,7 @@ class Router:
         return (f"No waiting process instance{where} correlates with message {scoped.name!r}, and no Message "
                 f"Start Event{where} starts on it.")
 
-    def keep_ready(self, tx: Tx, msg: MessageRecord) -> None:
+    def _keep_ready(self, tx: Tx, msg: MessageRecord) -> None:
         """Leave a message nobody takes now ``ready``, indexed for the first receiver that comes to wait."""
         msg = tx.update_message(msg, status="ready")
         tx.index_ready_message(msg, self.message_keys(ScopedName(msg.scope, msg.name), msg.payload_object))
@@ -224,7 +224,7 @@ class Router:
                     return
                 outcome, msg = self.route(tx, msg, ScopedName(msg.scope, msg.name))
                 if outcome is None:  # nobody wants it yet: keep it for the first receiver that comes to wait
-                    self.keep_ready(tx, msg)
+                    self._keep_ready(tx, msg)
 
             try:
                 done = await self.store.run(attempt)
@@ -234,8 +234,13 @@ class Router:
             queue.extend(done.outbox)
 
     async def _run(self, work: Callable[[Tx], T]) -> Committed[T]:
+        return await self._answer(self.store.run(work))
+
+    @staticmethod
+    async def _answer(transaction: Awaitable[Committed[T]]) -> Committed[T]:
+        """A committed transaction, or the client's 503 when a lock it needed stayed taken."""
         try:
-            return await self.store.run(work)
+            return await transaction
         except Busy as exc:
             raise InstanceBusy(
                 "A lock this request needs (the process instance it is for, or the database) stayed taken by "

@@ -296,10 +296,6 @@ class Tx:
         found = dict.fromkeys(WaitingTask(int(i), str(t)) for i, t in self.conn.execute(stmt, params))
         return list(found)
 
-    def subscription_count(self, instance_id: int) -> int:
-        return int(self.conn.execute(
-            select(func.count()).select_from(S).where(S.c.process_instance_id == instance_id)).scalar_one())
-
     # -- message instances --------------------------------------------------------------------------------------
     def draft_message(self, **fields: Any) -> MessageRecord:
         """A message not written yet: the router fills in its outcome, then :meth:`save_message` writes it once."""
