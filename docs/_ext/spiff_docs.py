@@ -61,6 +61,11 @@ CONFIG_KEYS: dict[str, tuple[str, str, str]] = {
     "LOCK_TIMEOUT_SECONDS": ("app", "number ≥ 0",
                              "How long a message waits for a busy instance before `503 instance_busy` with "
                              "`Retry-After`."),
+    "DATABASE_RETRY_SECONDS": ("app", "number ≥ 0",
+                               "How long a transaction that lost the database (a dropped or refused connection, a "
+                               "server shutting down, a read-only SQLite file) is run again on a fresh connection "
+                               "before the client gets `503 database_unavailable` with `Retry-After`. A full disk "
+                               "is `507 insufficient_storage` at once."),
     "API_KEY": ("app", "string, or strings separated by commas",
                 "When set, every request needs `SpiffWorkflow-Api-Key: <key>` or `Authorization: Bearer <key>` "
                 "with one of these keys, else `401 unauthorized`. In `app.config` a list or tuple works too."),
@@ -77,11 +82,38 @@ CONFIG_KEYS: dict[str, tuple[str, str, str]] = {
                             "comes to wait), so an instance started over the API with `{\"order_id\": \"B-11\"}` "
                             "takes only B-11's messages. Off: such a catch accepts any message of its name, as "
                             "SpiffWorkflow does. See {doc}`/explanation/matching`."),
+    "BODY_TIMEOUT_SECONDS": ("app", "number > 0",
+                             "Sets the app's `BODY_TIMEOUT` (Quart's, app-wide): a request whose body has not "
+                             "arrived in full after this long is answered `408`. Unset: the app keeps its own "
+                             "(Quart's default is 60 s). `spiff-messages serve` uses 30 s: a body of "
+                             "`SPIFF_MESSAGES_MAX_PAYLOAD_BYTES` (1 MiB) takes a fraction of that even on a slow "
+                             "link, and a client that dribbles its body holds a connection for half as long."),
+    "LIVENESS_PATH": ("app", "string",
+                      "Liveness probe, outside the API prefix and without API key: `200 {\"status\": \"ok\"}` "
+                      "as long as the process answers; it never touches the database. `\"\"` removes it. See "
+                      "{ref}`health-probes`."),
+    "READINESS_PATH": ("app", "string",
+                       "Readiness probe, outside the API prefix and without API key: `200 {\"status\": "
+                       "\"ok\"}` when the catalog is loaded and the database answers a one-row read, else "
+                       "`503 database_unavailable` with `Retry-After`. `\"\"` removes it. See "
+                       "{ref}`health-probes`."),
+    "READINESS_TIMEOUT_SECONDS": ("app", "number > 0",
+                                  "How long the readiness probe waits for the database before it answers `503`. "
+                                  "Keep it below the probe's own timeout."),
     "HOST": ("serve", "string", "Address `spiff-messages serve` binds."),
     "PORT": ("serve", "integer", "Port `spiff-messages serve` binds."),
     "WORKERS": ("serve", "integer ≥ 1",
                 "Worker processes of `spiff-messages serve` (Hypercorn). With more than one, see "
                 "{doc}`/howto/postgresql`."),
+    "BACKLOG": ("serve", "integer ≥ 1",
+                "Connections the kernel queues until a worker accepts them (Hypercorn's `backlog`; Hypercorn's "
+                "own default of 100 left 877 of 2,000 idle connections unaccepted). Linux caps it at "
+                "`net.core.somaxconn` (4096 since kernel 5.4)."),
+    "KEEP_ALIVE_TIMEOUT_SECONDS": ("serve", "number > 0",
+                                   "Close a connection after it has been idle this long (Hypercorn's "
+                                   "`keep_alive_timeout`, same default). Behind a load balancer that reuses "
+                                   "connections, set it above the balancer's idle timeout, so the server never "
+                                   "closes a connection the balancer is sending a request on."),
 }
 
 # Settings fields whose name is not the key's, lower-cased.

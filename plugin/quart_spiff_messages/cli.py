@@ -47,12 +47,24 @@ def main() -> None:
 @_option("WORKERS", "--workers", default=1, show_default=True, type=click.IntRange(min=1),
          help="Worker processes (Hypercorn).")
 @_option("URL_PREFIX", "--url-prefix", default="/v1.0", show_default=True)
-def serve(bpmn_dir: str, database_url: str, host: str, port: int, workers: int, url_prefix: str) -> None:
+@_option("BACKLOG", "--backlog", default=2048, show_default=True, type=click.IntRange(min=1),
+         help="Connections the kernel queues until a worker accepts them (Hypercorn's backlog, 100 of its own; "
+              "Linux caps it at net.core.somaxconn).")
+@_option("KEEP_ALIVE_TIMEOUT_SECONDS", "--keep-alive-timeout", default=5.0, show_default=True, metavar="SECONDS",
+         type=click.FloatRange(min=0, min_open=True),
+         help="Close a connection idle this long (Hypercorn's keep_alive_timeout). Behind a load balancer that "
+              "reuses connections, set it above the balancer's idle timeout.")
+@_option("BODY_TIMEOUT_SECONDS", "--body-timeout", default=30.0, show_default=True, metavar="SECONDS",
+         type=click.FloatRange(min=0, min_open=True),
+         help="Answer 408 when a request body has not arrived in full after this long (Quart's BODY_TIMEOUT).")
+def serve(bpmn_dir: str, database_url: str, host: str, port: int, workers: int, url_prefix: str, backlog: int,
+          keep_alive_timeout: float, body_timeout: float) -> None:
     """Serve the messages API for BPMN_DIR with Hypercorn."""
     from hypercorn.config import Config
     from hypercorn.run import run
 
-    settings = {"BPMN_DIR": os.path.abspath(bpmn_dir), "DATABASE_URL": database_url, "URL_PREFIX": url_prefix}
+    settings = {"BPMN_DIR": os.path.abspath(bpmn_dir), "DATABASE_URL": database_url, "URL_PREFIX": url_prefix,
+                "BODY_TIMEOUT_SECONDS": str(body_timeout)}  # an app setting: the workers apply it
     for name, value in settings.items():
         os.environ[PREFIX + name] = value  # workers are spawned processes: settings travel as environment
     _check_before_serving()
@@ -62,6 +74,8 @@ def serve(bpmn_dir: str, database_url: str, host: str, port: int, workers: int, 
     config.application_path = "quart_spiff_messages.app:create_app()"
     config.bind = [f"{host}:{port}"]
     config.workers = workers
+    config.backlog = backlog
+    config.keep_alive_timeout = keep_alive_timeout
     config.accesslog = "-"
     config.errorlog = "-"
     click.echo(f"serving {bpmn_dir} on http://{host}:{port}{url_prefix} (database {_safe(database_url)})", err=True)

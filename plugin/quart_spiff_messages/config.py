@@ -5,6 +5,7 @@ The command line reads the same names from the environment.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,11 +29,17 @@ class Settings:
     retention_days: float | None = None  # None: keep finished messages forever
     sweep_interval_seconds: float = 1.0
     lock_timeout_seconds: float = 5.0  # how long a message waits for a busy instance before a 503
+    database_retry_seconds: float = 5.0  # how long a lost database is retried before a 503
     max_payload_bytes: int = 1024 * 1024
     max_payload_depth: int = 32
     api_keys: tuple[str, ...] = ()  # empty: no key needed
     metrics_path: str = "/metrics"  # empty: no metrics endpoint
     correlate_from_data: bool = True  # a catch with no key value yet takes it from the instance's data
+    # Quart's BODY_TIMEOUT is app-wide: None leaves the host app's own (serve sets 30 s)
+    body_timeout_seconds: float | None = None
+    liveness_path: str = "/livez"  # empty: not served
+    readiness_path: str = "/readyz"  # empty: not served
+    readiness_timeout_seconds: float = 1.0  # below a probe's usual 1-2 s timeout, far above a healthy query
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> Settings:
@@ -53,23 +60,36 @@ class Settings:
         if max_ttl < 0:
             raise ConfigError(f"{PREFIX}MAX_TTL_SECONDS must be 0 or more")
         retention = get("RETENTION_DAYS")
+        body_timeout = get("BODY_TIMEOUT_SECONDS")
         keys = get("API_KEY", ())
         if isinstance(keys, str):
             keys = tuple(k.strip() for k in keys.split(",") if k.strip())
+        paths = {name: _path(config.get(PREFIX + name, default)) for name, default in
+                 (("METRICS_PATH", "/metrics"), ("LIVENESS_PATH", "/livez"), ("READINESS_PATH", "/readyz"))}
+        served = [p for p in paths.values() if p]
+        if len(served) != len(set(served)):
+            raise ConfigError(f"{PREFIX}METRICS_PATH, {PREFIX}LIVENESS_PATH and {PREFIX}READINESS_PATH must differ "
+                              f"(or be empty): {paths}")
         return cls(
             api_keys=tuple(str(k) for k in keys),
             max_payload_bytes=int(_number("MAX_PAYLOAD_BYTES", get("MAX_PAYLOAD_BYTES", 1024 * 1024))),
             max_payload_depth=int(_number("MAX_PAYLOAD_DEPTH", get("MAX_PAYLOAD_DEPTH", 32))),
             retention_days=_number("RETENTION_DAYS", retention) if retention is not None else None,
             lock_timeout_seconds=_number("LOCK_TIMEOUT_SECONDS", get("LOCK_TIMEOUT_SECONDS", 5.0)),
+            database_retry_seconds=_number("DATABASE_RETRY_SECONDS", get("DATABASE_RETRY_SECONDS", 5.0)),
             sweep_interval_seconds=_number("SWEEP_INTERVAL_SECONDS", get("SWEEP_INTERVAL_SECONDS", 1.0)),
             bpmn_dir=str(bpmn_dir),
             database_url=str(get("DATABASE_URL", DEFAULT_DATABASE_URL)),
             url_prefix=prefix,
             max_ttl_seconds=max_ttl,
             openapi=_bool(get("OPENAPI", True)),
-            metrics_path=_path(config.get(PREFIX + "METRICS_PATH", "/metrics")),
+            metrics_path=paths["METRICS_PATH"],
             correlate_from_data=_bool(get("CORRELATE_FROM_DATA", True)),
+            body_timeout_seconds=_positive("BODY_TIMEOUT_SECONDS", body_timeout) if body_timeout is not None
+            else None,
+            liveness_path=paths["LIVENESS_PATH"],
+            readiness_path=paths["READINESS_PATH"],
+            readiness_timeout_seconds=_positive("READINESS_TIMEOUT_SECONDS", get("READINESS_TIMEOUT_SECONDS", 1.0)),
         )
 
 
@@ -80,6 +100,14 @@ def _number(name: str, value: Any) -> float:
         raise ConfigError(f"{PREFIX}{name} must be a number") from exc
     if number < 0:
         raise ConfigError(f"{PREFIX}{name} must be 0 or more")
+    return number
+
+
+def _positive(name: str, value: Any) -> float:
+    """A timeout: 0 would time out every request at once."""
+    number = _number(name, value)
+    if not 0 < number < math.inf:  # NaN fails too
+        raise ConfigError(f"{PREFIX}{name} must be a finite number above 0")
     return number
 
 

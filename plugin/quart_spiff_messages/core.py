@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import Catalog, ProcessEntry, StartPoint
-from .engine import Engine, Instance
+from .engine import Engine, HumanTask, Instance
+from .errors import TaskAmbiguous, TaskNotFound, TaskNotReady
 from .store import Committed, InstanceRecord, MessageRecord, Store, Tx, WaitRow, correlation_lock
 
 # A delivery can make an instance take buffered messages, which can make it wait again: bound the chain.
@@ -59,7 +60,26 @@ class StartWithData:
         return core.engine.new_instance(self.entry, self.data)
 
 
-Action = Deliver | StartByMessage | StartWithData
+@dataclass(frozen=True)
+class CompleteTask:
+    """A person (or the host) completes a READY user, manual or plain task with ``data``."""
+
+    task: str  # the task's guid, or its element id when exactly one such task is READY
+    data: Mapping[str, Any] = field(default_factory=dict)
+    message: None = None
+
+    def act(self, engine: Engine, inst: Instance) -> bool:
+        done = engine.complete_task(inst, self.task, self.data)
+        if done == "not_found":
+            raise TaskNotFound(f"process instance has no task {self.task!r}", task=self.task)
+        if done == "ambiguous":
+            raise TaskAmbiguous(f"several READY tasks are {self.task!r}: name one by its guid", task=self.task)
+        if done == "not_ready":
+            raise TaskNotReady(f"task {self.task!r} is not a READY user, manual or plain task", task=self.task)
+        return True
+
+
+Action = Deliver | StartByMessage | StartWithData | CompleteTask
 
 
 @dataclass(frozen=True)
@@ -78,6 +98,7 @@ class InstanceView:
     data: dict[str, Any]
     waiting_for: list[dict[str, Any]]
     timers: list[str]
+    tasks: list[HumanTask]  # READY user, manual and plain tasks
 
 
 class Core:
@@ -184,7 +205,11 @@ class Core:
         """An instance's current data and what it waits for, read from its state (not from the index)."""
         inst = self.engine.load(row.state, self.entry(tx, row))
         return InstanceView(row, self.engine.task_data(inst), [w.as_json() for w in self.engine.waits(inst)],
-                            self.engine.waiting_timers(inst))
+                            self.engine.waiting_timers(inst), self.engine.human_tasks(inst))
+
+    def task(self, tx: Tx, row: InstanceRecord, task_ref: str) -> HumanTask | None:
+        """One task of an instance (by guid, or by element id), read from its state."""
+        return self.engine.task(self.engine.load(row.state, self.entry(tx, row)), task_ref)
 
     def entry(self, tx: Tx, row: InstanceRecord) -> ProcessEntry:
         """The spec the instance started on: the catalog's if unchanged, else the stored version."""

@@ -108,6 +108,21 @@ class MessageNotCancellable(SpiffMessagesError):
     error_code = "message_not_cancellable"
 
 
+class TaskNotFound(SpiffMessagesError):
+    status = 404
+    error_code = "task_not_found"
+
+
+class TaskNotReady(SpiffMessagesError):
+    status = 409
+    error_code = "task_not_ready"
+
+
+class TaskAmbiguous(SpiffMessagesError):
+    status = 409
+    error_code = "task_ambiguous"
+
+
 class CatalogLoadError(SpiffMessagesError):
     status = 422
     error_code = "catalog_load_error"
@@ -119,4 +134,24 @@ class InstanceBusy(SpiffMessagesError):
     error_code = "instance_busy"
 
     def __init__(self, message: str, retry_after: int = 1, **extra: Any) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)}, retry_after=retry_after, **extra)
+
+
+class DatabaseUnavailable(SpiffMessagesError):
+    """The database stayed unreachable (or read-only, or locked) past the retry window; nothing was written."""
+
+    status = 503
+    error_code = "database_unavailable"
+
+    def __init__(self, message: str, retry_after: int = 1, **extra: Any) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)}, retry_after=retry_after, **extra)
+
+
+class InsufficientStorage(SpiffMessagesError):
+    """The database's disk is full; nothing was written. It recovers by itself once space is freed."""
+
+    status = 507
+    error_code = "insufficient_storage"
+
+    def __init__(self, message: str, retry_after: int = 30, **extra: Any) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after)}, retry_after=retry_after, **extra)

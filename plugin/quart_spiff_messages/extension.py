@@ -3,6 +3,9 @@
 Configuration comes from ``app.config`` (``SPIFF_MESSAGES_*``); the state of each app lives in
 ``app.extensions["spiff_messages"]``. The catalog is built and the database opened and migrated before the app
 serves, and both are released when it stops.
+
+Blueprints: the API under the URL prefix; ``/metrics``; and the health probes ``/livez`` and ``/readyz`` (outside
+the prefix and the access checks: probes carry no credentials).
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from typing import Any
 from quart import Quart, Request, current_app
 from quart_schema import Info, QuartSchema
 
-from .api import create_blueprint, create_metrics_blueprint
+from .api import create_blueprint, create_health_blueprint, create_metrics_blueprint
 from .api.openapi import ProblemAwareProvider
 from .catalog import Catalog, CatalogError
 from .clock import Clock
 from .config import Settings
-from .engine import Engine
+from .engine import Engine, HumanTask
 from .outcomes import Outcome
 from .runtime import Runtime
 from .store import MessageRecord, Store
@@ -110,7 +113,8 @@ class SpiffMessages:
                  authorize: Authorize | None = None) -> None:
         """``authorize(request, action)`` (optional, may be async) lets the host app allow or refuse (403) each
         request; actions: send_message, cancel_message, list_messages (the messages page too), read_message_models,
-        start_process, read_process_instance, list_process_instances, reload_catalog, read_metrics."""
+        start_process, read_process_instance, list_process_instances, read_task, complete_task, reload_catalog,
+        read_metrics."""
         self.app = app
         self.clock: Clock = clock or time.time
         self.authorize = authorize
@@ -126,6 +130,10 @@ class SpiffMessages:
         app.register_blueprint(create_blueprint(settings), url_prefix=settings.url_prefix or None)
         if settings.metrics_path:
             app.register_blueprint(create_metrics_blueprint(settings))
+        if settings.liveness_path or settings.readiness_path:
+            app.register_blueprint(create_health_blueprint(settings))
+        if settings.body_timeout_seconds is not None:  # app-wide in Quart: only when asked for
+            app.config["BODY_TIMEOUT"] = settings.body_timeout_seconds
         if settings.openapi and "QUART_SCHEMA" not in app.extensions:
             QuartSchema(
                 app,
@@ -153,7 +161,8 @@ class SpiffMessages:
     async def _start(self, app: Quart) -> None:
         state: _AppState = app.extensions[EXTENSION_KEY]
         catalog = Catalog.load(state.settings.bpmn_dir)
-        store = Store(state.settings.database_url, state.clock, state.settings.lock_timeout_seconds)
+        store = Store(state.settings.database_url, state.clock, state.settings.lock_timeout_seconds,
+                      state.settings.database_retry_seconds)
         try:
             await store.upgrade()
             engine = Engine(correlate_from_data=state.settings.correlate_from_data)
@@ -233,12 +242,25 @@ class SpiffMessages:
         """Start ``process_id`` (``group:process_id`` in a group) through its plain start event."""
         return await self.runtime.router.start_process(process_id, data or {})
 
+    async def list_tasks(self, instance_id: int) -> list[HumanTask]:
+        """The READY user, manual and plain tasks of an instance."""
+        return await self.runtime.tasks.list_tasks(instance_id)
+
+    async def complete_task(self, instance_id: int, task: str, data: Mapping[str, Any] | None = None) -> Outcome:
+        """Complete a READY human task (``task``: its guid, or its element id when one such task is READY) with
+        ``data`` merged into its data; the instance runs on to its next wait, as after a delivery."""
+        return await self.runtime.tasks.complete_task(instance_id, task, data or {})
+
 
 def _description(settings: Settings) -> str:
     text = "Send BPMN messages into SpiffWorkflow process instances.\n\n" \
            f"Operators: the [messages page]({settings.url_prefix}/messages-page) lists every message with its status"
     if settings.metrics_path:
         text += f"; Prometheus metrics are at [{settings.metrics_path}]({settings.metrics_path})"
+    probes = [f"{what} [{path}]({path})" for what, path in
+              (("liveness", settings.liveness_path), ("readiness", settings.readiness_path)) if path]
+    if probes:
+        text += "; health probes (no API key): " + ", ".join(probes)
     return text + "."
 
 

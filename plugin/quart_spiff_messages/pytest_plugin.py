@@ -125,6 +125,7 @@ class InstanceView:
     data: dict[str, Any]
     waiting_for: list[Wait] = field(default_factory=list)
     error: dict[str, Any] | None = None
+    tasks: list[dict[str, Any]] = field(default_factory=list)  # READY human tasks (element_id, id, name, ...)
 
     @property
     def waiting_for_names(self) -> list[str]:
@@ -134,6 +135,8 @@ class InstanceView:
         """Several lines that say what the instance is doing: for assertion messages."""
         lines = [f"process instance {self.id} of {self.process_key!r}: status {self.status!r}"]
         lines.append("  waiting for: " + ("; ".join(str(w) for w in self.waiting_for) or "nothing"))
+        if self.tasks:
+            lines.append("  ready tasks: " + ", ".join(f"{t['element_id']} ({t['type']})" for t in self.tasks))
         if self.error:
             lines.append(f"  error: {self.error}")
         lines.append(f"  data: {_short(self.data)}")
@@ -174,6 +177,11 @@ class BpmnHarness:
         """Start a process through its plain start event."""
         return await self.extension.start_process(process_id, data)
 
+    async def complete_task(self, instance: int | Outcome | InstanceView, task: str,
+                            data: Mapping[str, Any] | None = None) -> Outcome:
+        """Complete a READY user, manual or plain task (by element id, or guid) with ``data``, as a person would."""
+        return await self.extension.complete_task(_instance_id(instance), task, data)
+
     async def cancel_message(self, message_instance_uuid: str) -> Any:
         """Cancel a buffered message."""
         return await self.extension.cancel_message(message_instance_uuid)
@@ -194,7 +202,8 @@ class BpmnHarness:
         view = await self.extension.runtime.reads.instance_view(instance_id)
         row = view.instance
         return InstanceView(id=row.id, process_key=row.process_key, status=row.status, data=view.data,
-                            waiting_for=[Wait.from_json(w) for w in view.waiting_for], error=row.error)
+                            waiting_for=[Wait.from_json(w) for w in view.waiting_for], error=row.error,
+                            tasks=[t.as_json() for t in view.tasks])
 
     # -- checking ----------------------------------------------------------------------------------------------------
     async def assert_invariants(self) -> None:
@@ -227,6 +236,14 @@ class BpmnHarness:
         wanted = message_name if correlation is None else \
             f"{message_name} with {', '.join(f'{k}={v!r}' for k, v in correlation.items())}"
         raise AssertionError(f"expected the instance to wait for {wanted}, but {view.describe()}")
+
+    async def assert_task_ready(self, instance: int | Outcome | InstanceView, task: str) -> InstanceView:
+        """The instance has a READY human task with this element id (or guid)."""
+        __tracebackhide__ = True  # a failure points at the test's line, not here
+        view = await self.instance(instance)
+        if not any(task in (t["element_id"], t["id"]) for t in view.tasks):
+            raise AssertionError(f"expected a READY task {task!r}, but {view.describe()}")
+        return view
 
     async def assert_data(self, instance: int | Outcome | InstanceView, expected: Mapping[str, Any] | None = None,
                           /, **fields: Any) -> InstanceView:

@@ -37,6 +37,13 @@ class Reads:
         buffered, waiting = await self.store.read(lambda tx: tx.gauges())
         return metrics.exposition(buffered, waiting)
 
+    async def ready(self) -> None:
+        """Readiness: the database answers its cheapest read (one row, which also proves the schema is there).
+
+        Raises whatever the store raises; the caller bounds the wait.
+        """
+        await self.store.read(lambda tx: tx.catalog_generation())
+
     async def invariant_violations(self) -> list[str]:
         """What breaks the invariants, in words (empty when all hold). They hold after every completed request:
 

@@ -20,7 +20,9 @@ from .catalog import Catalog
 from .core import Core, Deliver, StartByMessage, StartWithData
 from .correlation import KeyValue, key_values
 from .errors import (
+    DatabaseUnavailable,
     InstanceBusy,
+    InsufficientStorage,
     InvalidMessageInstanceUuid,
     InvalidTimeToLive,
     MessageInstanceUuidConflict,
@@ -62,6 +64,9 @@ class Router:
         self.store = store
         self.max_ttl_seconds = max_ttl_seconds
         self.replay = Replay(store, core)
+        # thrown messages a flush left for when the database is back (routed by Upkeep.sweep; a new process routes
+        # any it did not reach at start-up, Upkeep.recover)
+        self.unflushed: set[int] = set()
 
     # -- entry points -------------------------------------------------------------------------------------------
     async def send_message(self, modified_name: str, payload: Mapping[str, Any], *, ttl: int = 0,
@@ -112,7 +117,7 @@ class Router:
             return Outcome("not_accepted", msg, reason=reason)
 
         try:
-            done = await self._run(attempt)
+            done = await self.transact(attempt)
         except AlreadyExists:
             # Another request inserted the same message_instance_uuid first: answer with its outcome.
             replay = await self.replay.outcome(key, scoped, payload) if key is not None else None
@@ -156,7 +161,7 @@ class Router:
                     status_of_message=msg.status)
             return msg
 
-        return (await self._run(attempt)).value
+        return (await self.transact(attempt)).value
 
     # -- routing ------------------------------------------------------------------------------------------------
     def route(self, tx: Tx, msg: MessageRecord, scoped: ScopedName) -> tuple[Outcome | None, MessageRecord]:
@@ -231,9 +236,16 @@ class Router:
             except Busy:
                 log.warning("message %s stays ready: its receiver stayed busy", message_id)
                 continue
+            except (DatabaseUnavailable, InsufficientStorage) as exc:
+                # the sender's change is committed and its answer must say so; the thrown messages stay ready
+                # and unrouted, and the sweep routes them once the database is back (Upkeep.recover)
+                log.warning("%d thrown messages stay ready until the database is back: %s", len(queue) + 1, exc)
+                self.unflushed.update([message_id, *queue])
+                return
             queue.extend(done.outbox)
 
-    async def _run(self, work: Callable[[Tx], T]) -> Committed[T]:
+    async def transact(self, work: Callable[[Tx], T]) -> Committed[T]:
+        """``work`` in one transaction, committed; the client's 503 when a lock it needed stayed taken."""
         return await self._answer(self.store.run(work))
 
     @staticmethod

@@ -1,5 +1,7 @@
-"""One catalog's working set: the core, the router, upkeep and reads over one store. A reload makes a new one and
-swaps it in one assignment, so a request keeps the runtime it started with and never sees two catalogs."""
+"""One catalog's working set: the core, the router, human tasks, upkeep and reads over one store.
+
+A reload makes a new one and swaps it in one assignment, so a request keeps the runtime it started with and never
+sees two catalogs."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from .engine import Engine
 from .reads import Reads
 from .router import Router
 from .store import Store
+from .tasks import Tasks
 from .upkeep import Upkeep
 
 
@@ -20,6 +23,7 @@ class Runtime:
         self.router = Router(catalog, core, store, max_ttl_seconds)
         self.upkeep = Upkeep(self.router)
         self.reads = Reads(store, core)
+        self.tasks = Tasks(self.router)
 
     @classmethod
     def create(cls, catalog: Catalog, engine: Engine, store: Store, max_ttl_seconds: int) -> Runtime:
@@ -30,4 +34,6 @@ class Runtime:
         return self.core.engine
 
     def with_catalog(self, catalog: Catalog) -> Runtime:
-        return Runtime(catalog, self.core.with_catalog(catalog), self.store, self.router.max_ttl_seconds)
+        runtime = Runtime(catalog, self.core.with_catalog(catalog), self.store, self.router.max_ttl_seconds)
+        runtime.router.unflushed = self.router.unflushed  # still to be routed, whatever the catalog
+        return runtime

@@ -24,10 +24,15 @@ class Upkeep:
         self.store = router.store
 
     async def sweep(self, batch: int = SWEEP_BATCH, retention_seconds: float | None = None) -> tuple[int, int]:
-        """Mark expired buffered messages cancelled and purge old finished rows, one bounded batch per transaction.
+        """Mark expired buffered messages cancelled and purge old finished rows, one bounded batch per transaction;
+        first route what a flush left when the database was away.
 
         Returns (expired, purged). Safe to run from several workers at once.
         """
+        if self.router.unflushed:  # thrown while the database was away: route them now it answers
+            pending = sorted(self.router.unflushed)
+            self.router.unflushed.difference_update(pending)
+            await self.router.flush(pending)
         expired = purged = 0
         while True:
             n = await self.store.write(lambda tx: tx.expire_ready_messages(batch))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json as stdjson
 import logging
 from typing import Any
 
@@ -11,6 +10,7 @@ from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from ..errors import SpiffMessagesError
+from . import json_guard
 
 log = logging.getLogger("quart_spiff_messages")
 
@@ -18,8 +18,9 @@ log = logging.getLogger("quart_spiff_messages")
 def problem(status: int, error_code: str, message: str, **extra: Any) -> Response:
     body = {"type": "about:blank", "title": error_code, "status": status, "detail": message,
             "error_code": error_code, "message": message, **extra}
-    # the standard library's encoder: Quart's provider (with Quart-Schema's hooks) costs more per call
-    return Response(stdjson.dumps(body, default=str), status=status, content_type="application/problem+json")
+    # the standard library's encoder (Quart's provider with Quart-Schema's hooks costs more per call), made safe:
+    # an answer may echo a stored payload, and whatever that holds the answer stays JSON
+    return Response(json_guard.dumps(body), status=status, content_type="application/problem+json")
 
 
 async def on_refusal(exc: SpiffMessagesError) -> Response:

@@ -28,7 +28,7 @@ from ..config import Settings
 from ..names import parse_modified_name
 from ..outcomes import Outcome
 from ..store import MESSAGE_STATUSES, MessageFilter
-from . import errors, schemas, views
+from . import errors, json_guard, schemas, views
 
 M = TypeVar("M", bound=BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,28 +39,19 @@ def _state() -> Any:
 
 
 def _ok(body: Mapping[str, Any], status: int = 200) -> Response:
-    return Response(stdjson.dumps(body, default=str), status=status, content_type="application/json")
+    return Response(json_guard.dumps(body), status=status, content_type="application/json")
 
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of JSON data, without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        if isinstance(item, list):
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in item)
-    return deepest
+async def _json_object(what: str, root: str, required: bool = True) -> dict[str, Any]:
+    """The request body as a JSON object: 413 beyond the size limit, 400 ``invalid_payload`` for anything else.
 
-
-async def _json_object(what: str, required: bool = True) -> dict[str, Any]:
-    """The request body as a JSON object: 413 beyond the size limit, 400 ``invalid_payload`` for anything else."""
+    Non-finite numbers, lone surrogates and NUL are refused here, with ``field`` naming where (below ``root``):
+    the store, the correlation index and every later answer could not hold them.
+    """
     settings: Settings = _state().settings
     limit = settings.max_payload_bytes
     if request.content_length is not None and request.content_length > limit:
@@ -74,13 +65,18 @@ async def _json_object(what: str, required: bool = True) -> dict[str, Any]:
             raise e.InvalidPayload(f"the {what} must be a JSON object; the body is empty")
         return {}
     try:
-        value = stdjson.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+        text = raw.decode("utf-8")
+        value = stdjson.loads(text, parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise e.InvalidPayload(f"the {what} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise e.InvalidPayload(f"the {what} must be a JSON object, not {type(value).__name__}")
-    if _depth(value) > settings.max_payload_depth:
+    depth, clean = json_guard.scan(value, json_guard.may_hold_bad_strings(text))
+    if depth > settings.max_payload_depth:
         raise e.InvalidPayload(f"the {what} is nested deeper than {settings.max_payload_depth} levels")
+    if not clean:
+        field, why = json_guard.flaw(value, root) or (root, "is not clean")
+        raise e.InvalidPayload(f"the {what} is refused: {field} {why}", field=field)
     return value
 
 
@@ -123,6 +119,29 @@ async def check_access(action: str) -> None:
         raise e.Forbidden(f"not allowed to {action.replace('_', ' ')}")
 
 
+# A path segment that was not UTF-8 reaches the view as U+FFFD; it is refused as that route refuses a bad name.
+# (A query parameter that is not clean is a 400 on every route, so every route documents a 400.)
+_PATH_ERRORS: dict[str, tuple[type[e.SpiffMessagesError], str]] = {
+    "send_message": (e.InvalidName, "modified_message_name"),
+    "start_process": (e.InvalidProcessId, "modified_process_id"),
+    "cancel_message": (e.InvalidMessageInstanceUuid, "message_instance_uuid"),
+    "show_instance": (e.InstanceNotFound, "instance_id"),  # any id that is not a number is a 404 there
+    "read_task": (e.TaskNotFound, "task_guid"),
+    "complete_task": (e.TaskNotFound, "task_guid"),
+}
+
+
+def check_request_bytes(endpoint: str) -> None:
+    """Refuse a query parameter or path segment that is not valid UTF-8 or holds NUL, before any view reads it."""
+    found = json_guard.query_flaw(request.query_string)
+    if found is not None:
+        name, why = found
+        raise e.InvalidQueryParameter(f"query parameter {name!r} {why}", field=name)
+    if not json_guard.path_is_utf8(request.scope.get("raw_path")):
+        error, field = _PATH_ERRORS.get(endpoint, (e.InvalidRequest, "path"))
+        raise error(f"{field} is not valid UTF-8 once percent-decoded", field=field)
+
+
 def _problems(*statuses: int) -> Callable[[F], F]:
     """Document the problem+json answers a route gives (401 and 403 are added to every route)."""
 
@@ -157,11 +176,19 @@ def _send_options(max_ttl: int) -> tuple[int, str | None]:
     return ttl, key
 
 
+def _instance_number(instance_id: str) -> int:
+    """An instance id from the path; anything that cannot be one is an instance that does not exist."""
+    number = int(instance_id) if instance_id.isascii() and instance_id.isdigit() else 0
+    if not 1 <= number <= schemas.MAX_INT:
+        raise e.InstanceNotFound(f"no process instance {instance_id!r}")
+    return number
+
+
 def _outcome(outcome: Outcome) -> Response:
     msg = views.message_json(outcome.message) if outcome.message is not None else None
     if outcome.kind == "buffered" and outcome.message is not None:
         return _ok({"message_instance": views.message_summary(outcome.message)}, 202)
-    if outcome.kind in ("delivered", "started") and outcome.instance is not None:
+    if outcome.kind in ("delivered", "started", "task_completed") and outcome.instance is not None:
         return _ok({"task_data": outcome.task_data or {},
                     "process_instance": views.instance_json(outcome.instance),
                     "message_instance": msg})
@@ -184,6 +211,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
     async def _access() -> None:
         endpoint = (request.endpoint or "").rpartition(".")[2]
         await check_access(ACTIONS.get(endpoint, endpoint))
+        check_request_bytes(endpoint)
 
     @bp.post("/messages/<modified_message_name>")
     @document_request(schemas.Payload)
@@ -199,9 +227,12 @@ def create_blueprint(settings: Settings) -> Blueprint:
         (`202`) until an instance comes to wait for it; otherwise it is answered `400 message_not_accepted`.
         Sending again with the same `message_instance_uuid` returns the stored outcome.
         """
-        parse_modified_name(modified_message_name)
+        try:
+            parse_modified_name(modified_message_name)
+        except e.InvalidName as exc:
+            raise e.InvalidName(exc.message, field="modified_message_name") from exc
         ttl, key = _send_options(max_ttl)
-        payload = await _json_object("message payload")
+        payload = await _json_object("message payload", "payload")
         return _outcome(await _state().runtime.router.send_message(modified_message_name, payload, ttl=ttl,
                                                            message_instance_uuid=key))
 
@@ -233,7 +264,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
         """Messages matching the filters in the body (what Spiff Arena's UI calls), newest first."""
         q = _query(schemas.PageQuery)
         try:
-            body = schemas.MessageSearch.model_validate(await _json_object("search filter", required=False))
+            body = schemas.MessageSearch.model_validate(await _json_object("search filter", "", required=False))
         except ValidationError as exc:
             raise e.InvalidRequest(str(exc)) from exc
         flt = MessageFilter(name=body.name, statuses=body.status, message_types=body.message_type,
@@ -265,13 +296,14 @@ def create_blueprint(settings: Settings) -> Blueprint:
 
     @bp.get("/message-models")
     @document_response(schemas.MessageModelsOut, 200)
+    @_problems(400)
     async def message_models() -> Response:
         """The catalog: every message, its correlation properties, the processes it starts and where it is caught."""
         return _ok(_catalog_json(_state().runtime.catalog))
 
     @bp.post("/catalog/reload")
     @document_response(schemas.ReloadOut, 200)
-    @_problems(422)
+    @_problems(400, 422)
     async def reload_catalog() -> Response:
         """Load the BPMN folder again; every worker follows within a second. Running instances keep the spec they
         started with; buffered messages that a new Message Start Event takes start it. A folder that does not load
@@ -292,8 +324,8 @@ def create_blueprint(settings: Settings) -> Blueprint:
         try:
             parse_modified_name(modified_process_id)
         except e.InvalidName as exc:
-            raise e.InvalidProcessId(str(exc)) from exc
-        data = await _json_object("initial data", required=False)
+            raise e.InvalidProcessId(exc.message, field="modified_process_id") from exc
+        data = await _json_object("initial data", "data", required=False)
         outcome = await _state().runtime.router.start_process(modified_process_id, data)
         if outcome.kind == "process_error":
             return _outcome(outcome)
@@ -303,14 +335,31 @@ def create_blueprint(settings: Settings) -> Blueprint:
 
     @bp.get("/process-instances/<instance_id>")
     @document_response(schemas.InstanceOut, 200)
-    @_problems(404)
+    @_problems(400, 404)
     async def show_instance(instance_id: str) -> Response:
         """An instance: status, current data, and the messages it waits for with their correlation values."""
-        number = int(instance_id) if instance_id.isascii() and instance_id.isdigit() else 0
-        if not 1 <= number <= schemas.MAX_INT:
-            raise e.InstanceNotFound(f"no process instance {instance_id!r}")
-        view = await _state().runtime.reads.instance_view(number)
+        view = await _state().runtime.reads.instance_view(_instance_number(instance_id))
         return _ok({"process_instance": views.instance_view_json(view)})
+
+    @bp.get("/tasks/<process_instance_id>/<task_guid>")
+    @document_response(schemas.TaskOut, 200)
+    @_problems(400, 404)
+    async def read_task(process_instance_id: str, task_guid: str) -> Response:
+        """A task of an instance (Spiff Arena's task view): element id, name, type, state, data, its extension
+        properties and form references. `task_guid` is the task's guid, or its element id."""
+        task = await _state().runtime.tasks.task(_instance_number(process_instance_id), task_guid)
+        return _ok(task.as_json())
+
+    @bp.put("/tasks/<process_instance_id>/<task_guid>")
+    @document_request(schemas.Payload)
+    @document_response(schemas.DeliveredOut, 200)
+    @_problems(400, 404, 409, 413, 503)
+    async def complete_task(process_instance_id: str, task_guid: str) -> Response:
+        """Complete a READY user, manual or plain task; the body (a JSON object) is merged into its data and the
+        instance runs on to its next wait. `409 task_not_ready` when the task is not READY (a second completion)."""
+        number = _instance_number(process_instance_id)
+        data = await _json_object("task data", "data", required=False)
+        return _outcome(await _state().runtime.tasks.complete_task(number, task_guid, data))
 
     @bp.get("/process-instances")
     @document_querystring(schemas.InstanceListQuery)
@@ -319,7 +368,10 @@ def create_blueprint(settings: Settings) -> Blueprint:
     async def list_instances() -> Response:
         """Process instances, newest first."""
         q = _query(schemas.InstanceListQuery)
-        key = parse_modified_name(q.process_id).key if q.process_id else None
+        try:
+            key = parse_modified_name(q.process_id).key if q.process_id else None
+        except e.InvalidName as exc:
+            raise e.InvalidQueryParameter(f"process_id: {exc.message}", field="process_id") from exc
         page = await _state().runtime.reads.list_instances(status=q.status, process_key=key, page=q.page,
                                                      per_page=q.per_page)
         return _ok(views.page_json(page, [views.instance_json(r) for r in page.rows]))
@@ -335,6 +387,7 @@ def create_metrics_blueprint(settings: Settings) -> Blueprint:
     @bp.before_request
     async def _access() -> None:
         await check_access("read_metrics")
+        check_request_bytes("metrics")
 
     @bp.get(settings.metrics_path)
     @hide

@@ -111,9 +111,25 @@ class WaitOut(BaseModel):
     accepts_any: bool
 
 
+class TaskOut(BaseModel):
+    id: str
+    task_guid: str
+    element_id: str
+    bpmn_identifier: str
+    name: str | None = None
+    bpmn_name: str | None = None
+    type: str
+    typename: str
+    state: str
+    data: dict[str, Any]
+    properties: dict[str, Any]
+    form: dict[str, str | None]
+
+
 class ProcessInstanceDetailOut(ProcessInstanceOut):
     data: dict[str, Any]
     waiting_for: list[WaitOut]
+    tasks: list[TaskOut]  # READY user, manual and plain tasks
 
 
 class DeliveredOut(BaseModel):

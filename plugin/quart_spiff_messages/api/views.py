@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import datetime, timezone
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from ..core import InstanceView
 from ..names import modified
 from ..store import InstanceRecord, MessageRecord, Page
+from .json_guard import dumps_text
 
 
 def _secs(value: float | None) -> int | None:
@@ -61,7 +61,8 @@ def instance_json(row: InstanceRecord) -> dict[str, Any]:
 
 def instance_view_json(view: InstanceView) -> dict[str, Any]:
     """An instance with its current data and what it waits for."""
-    return {**instance_json(view.instance), "data": view.data, "waiting_for": view.waiting_for}
+    return {**instance_json(view.instance), "data": view.data, "waiting_for": view.waiting_for,
+            "tasks": [t.as_json() for t in view.tasks]}
 
 
 def page_json(page: Page[Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -87,8 +88,9 @@ def page_row(row: MessageRecord, now: float, url_prefix: str) -> dict[str, Any]:
         "message_type": row.message_type,
         "name": row.name,
         "group": row.scope,
-        "correlation_keys": json.dumps(row.correlation_keys, indent=1) if row.correlation_keys else "",
-        "payload": json.dumps(row.payload, indent=1, ensure_ascii=False),
+        # stored rows may hold NaN or lone surrogates: shown as null and U+FFFD, so the page can always be sent
+        "correlation_keys": dumps_text(row.correlation_keys, indent=1) if row.correlation_keys else "",
+        "payload": dumps_text(row.payload, indent=1),
         "process_instance_id": row.process_instance_id,
         "instance_url": f"{url_prefix}/process-instances/{row.process_instance_id}"
         if row.process_instance_id is not None else None,

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from ..clock import Clock
 from ..correlation import KeyValue
+from ..errors import DatabaseUnavailable, InsufficientStorage
 from ..names import ancestor_groups, group_path
 from . import db
 from . import statements as sql
@@ -37,6 +38,9 @@ __all__ = ["MESSAGE_STATUSES", "AlreadyExists", "Busy", "Committed", "InstanceRe
 T = TypeVar("T")
 RETRY_STATES = {"40P01", "40001"}  # deadlock detected, serialization failure: run the transaction again
 BUSY_STATES = {"55P03"}  # lock_not_available: lock_timeout ran out
+# admin shutdown (a killed backend), crash shutdown, cannot connect now (starting or shutting down), and class 08
+GONE_STATES = {"57P01", "57P02", "57P03"}
+FULL_STATES = {"53100"}  # disk_full
 ATTEMPTS = 4
 FINISHED = ("completed", "cancelled", "not_accepted", "failed")
 
@@ -70,6 +74,50 @@ def _sqlite_busy(exc: DBAPIError) -> bool:
     return "database is locked" in str(exc.orig) or "database is busy" in str(exc.orig)
 
 
+def fault(exc: BaseException) -> str | None:
+    """What a failed transaction ran into, as far as retrying goes.
+
+    ``conflict``: a deadlock or serialization failure (run it again now); ``busy``: a lock stayed taken past the
+    lock timeout; ``gone``: the database cannot be reached or written (a lost or refused connection, a server
+    shutting down, a read-only SQLite file): run it again on a fresh connection for a while; ``full``: the disk is
+    full. None: anything else (a bug: it propagates).
+    """
+    if isinstance(exc, DBAPIError):
+        state = sqlstate(exc)
+        text = str(exc.orig).lower()
+        if state in RETRY_STATES:
+            return "conflict"
+        if state in BUSY_STATES or _sqlite_busy(exc):
+            return "busy"
+        if state in FULL_STATES or "database or disk is full" in text:
+            return "full"
+        if exc.connection_invalidated or state in GONE_STATES or (state or "").startswith("08") \
+                or "readonly database" in text or "disk i/o error" in text or "unable to open database" in text:
+            return "gone"
+        return None
+    if isinstance(exc, OSError):  # refused or reset connections, connect timeouts
+        return "gone"
+    module = type(exc).__module__
+    if module.startswith("asyncpg"):  # raised by asyncpg before SQLAlchemy could wrap it (at connect)
+        import asyncpg
+
+        if isinstance(exc, (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError)):
+            return "gone"
+        if isinstance(exc, asyncpg.PostgresError) and getattr(exc, "sqlstate", None) in GONE_STATES:
+            return "gone"
+    return None
+
+
+def _summary(exc: BaseException) -> str:
+    """The driver's own words, without SQLAlchemy's statement and link (an answer must not carry them)."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+class CommitUnknown(Exception):
+    """The connection was lost while the commit was under way: the transaction may or may not have committed."""
+
+
 @dataclass(frozen=True)
 class MessageFilter:
     name: str | None = None
@@ -97,9 +145,11 @@ class Store:
     thread costs about 100 µs and SQLAlchemy's asyncio bridge 200 µs more, per statement.
     """
 
-    def __init__(self, url: str, clock: Clock, lock_timeout_seconds: float = 5.0) -> None:
+    def __init__(self, url: str, clock: Clock, lock_timeout_seconds: float = 5.0,
+                 unavailable_seconds: float = 5.0) -> None:
         self.url = db.normalize_url(url)
         self.clock = clock
+        self.unavailable_seconds = unavailable_seconds  # how long a lost database is retried before a 503
         self.dialect = make_url(self.url).get_backend_name()
         self._pg: async_sessionmaker[AsyncSession] | None = None
         self._sqlite: SqliteStore | None = None
@@ -133,8 +183,15 @@ class Store:
                 return await asyncio.get_running_loop().run_in_executor(sqlite.writer, lambda: sqlite.write(body))
             return await asyncio.to_thread(sqlite.read, body)
         assert self._pg is not None
-        async with self._pg() as session, session.begin():
-            return await session.run_sync(body)
+        async with self._pg() as session:  # begins on first use; closing it rolls back what did not commit
+            done = await session.run_sync(body)
+            try:
+                await session.commit()
+            except Exception as exc:
+                if write and fault(exc) == "gone":
+                    raise CommitUnknown(str(exc)) from exc
+                raise
+            return done
 
     async def run(self, work: Callable[[Tx], T]) -> Committed[T]:
         """Run ``work`` in one writing transaction: all of it is committed, or nothing.
@@ -143,28 +200,53 @@ class Store:
         :class:`Tx`; what it returns and what it threw come back together. :class:`Busy` when a lock stays taken
         too long, :class:`AlreadyExists` when a unique key was taken first.
         """
-        for attempt in range(ATTEMPTS):
+        return await self._attempts(work, write=True)
+
+    async def _attempts(self, work: Callable[[Tx], T], write: bool) -> Committed[T]:
+        """Run ``work`` until it commits: again after a conflict (a few times) or a lost database (for
+        ``unavailable_seconds``, with growing pauses); a transaction that failed rolled back, so running it again
+        is safe. Never again after a commit whose outcome is unknown."""
+        conflicts, pause, deadline = 0, 0.05, None
+        while True:
             try:
-                return await self._once(work, write=True)
+                return await self._once(work, write=write)
             except IntegrityError as exc:
                 raise AlreadyExists(str(exc.orig)) from exc
-            except DBAPIError as exc:
-                state = sqlstate(exc)
-                if state in RETRY_STATES and attempt < ATTEMPTS - 1:
-                    await asyncio.sleep(random.uniform(0.002, 0.02) * (attempt + 1))
+            except CommitUnknown as exc:
+                raise DatabaseUnavailable(
+                    "The connection to the database was lost while the change was being committed, so whether it "
+                    "was written is unknown: send the request again (with the same message_instance_uuid, it is "
+                    "answered with the stored outcome).", retry_after=1) from exc
+            except Exception as exc:
+                kind = fault(exc)
+                if kind == "conflict" and conflicts < ATTEMPTS - 1:
+                    conflicts += 1
+                    await asyncio.sleep(random.uniform(0.002, 0.02) * conflicts)
                     continue
-                if state in BUSY_STATES or state in RETRY_STATES or _sqlite_busy(exc):
-                    raise Busy(str(exc.orig)) from exc
-                raise
-        raise AssertionError("unreachable")
+                if kind in ("conflict", "busy"):
+                    raise Busy(_summary(exc)) from exc
+                if kind == "full":
+                    raise InsufficientStorage(
+                        "The database's disk is full; nothing was written. Retry once space is freed.") from exc
+                if kind != "gone":
+                    raise
+                now = asyncio.get_running_loop().time()
+                deadline = deadline if deadline is not None else now + self.unavailable_seconds
+                if now >= deadline:
+                    raise DatabaseUnavailable(
+                        f"The database could not be reached for {self.unavailable_seconds:g} s "
+                        f"({_summary(exc)}); nothing was written, retry shortly.",
+                        retry_after=max(1, round(self.unavailable_seconds))) from exc
+                await asyncio.sleep(min(pause, max(deadline - now, 0.0)))
+                pause = min(pause * 2, 1.0)
 
     async def write(self, work: Callable[[Tx], T]) -> T:
         """:meth:`run` for work that throws no messages: just its result."""
         return (await self.run(work)).value
 
     async def read(self, work: Callable[[Tx], T]) -> T:
-        """Run ``work`` in a reading transaction (on SQLite it never waits for writers)."""
-        return (await self._once(work, write=False)).value
+        """Run ``work`` in a reading transaction (on SQLite it never waits for writers); retried like a write."""
+        return (await self._attempts(work, write=False)).value
 
     async def missing_specs(self, versions: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         def have(tx: Tx) -> set[tuple[str, str]]:
