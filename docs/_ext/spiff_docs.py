@@ -491,6 +491,14 @@ ERROR_MEANINGS = {
                      "retry after `Retry-After` seconds. Nothing was written.",
     "catalog_load_error": "`POST /catalog/reload`: the BPMN folder does not load; the body has the `file`, "
                           "`line` and `element_id`, and the old catalog stays.",
+    "task_not_found": "The instance has no task of that guid (or element id).",
+    "task_not_ready": "The task is not a READY user, manual or plain task (already completed, not reached yet, or "
+                      "its instance finished): of two completions at once, one gets this.",
+    "task_ambiguous": "Several READY tasks have that element id: name one by its guid.",
+    "database_unavailable": "The database could not be reached (or written) for "
+                            "`SPIFF_MESSAGES_DATABASE_RETRY_SECONDS`, or the connection was lost during the commit; "
+                            "retry after `Retry-After` with the same `message_instance_uuid`.",
+    "insufficient_storage": "The database's disk is full; nothing was written. It works again once space is freed.",
     "internal_server_error": "An unexpected error; it is logged with its traceback.",
 }
 

@@ -16,6 +16,7 @@ from typing import Any
 from .catalog import Catalog, ProcessEntry, StartPoint
 from .engine import Engine, HumanTask, Instance
 from .errors import TaskAmbiguous, TaskNotFound, TaskNotReady
+from .events import INSTANCE_STATUS_EVENTS
 from .store import Committed, InstanceRecord, MessageRecord, Store, Tx, WaitRow, correlation_lock
 
 # A delivery can make an instance take buffered messages, which can make it wait again: bound the chain.
@@ -123,6 +124,7 @@ class Core:
         None when the action does not take: the instance is gone or finished, or its task does not catch the
         message. Then nothing of the instance was written.
         """
+        before: InstanceRecord | None = None  # the instance as it was (None: a new one)
         if isinstance(action, (StartByMessage, StartWithData)):
             made = action.make(self)
             if made is None:
@@ -130,18 +132,22 @@ class Core:
             inst, entry = made, made.entry
             row = tx.add_instance(process_key=entry.key, process_id=entry.process_id, group=entry.group,
                                   spec_version=entry.spec_version)
+            tx.record_event("instance_started", row.id, process_model_identifier=entry.key)
+            ready_before: set[str] = set()
         else:
             if instance_id is None:
                 raise ValueError(f"{type(action).__name__} needs the instance it is for")
             found = tx.lock_instance(instance_id)
             if found is None or found.status in ("complete", "error"):
                 return None
-            row, inst = found, self.engine.load(found.state, self.entry(tx, found))
+            row, inst, before = found, self.engine.load(found.state, self.entry(tx, found)), found
+            ready_before = {t.id for t in self.engine.human_tasks(inst)}
             if not action.act(self.engine, inst):
                 return None
         self.engine.run(inst)
         consumed = self._received(tx, action.message, row, inst) if action.message is not None else None
         row = self._settle(tx, row, inst)
+        self._record_changes(tx, before, row, inst, ready_before)
         failure = inst.failure.as_json() if inst.failure is not None else None
         return Applied(row, consumed, self.engine.task_data(inst), failure)
 
@@ -161,6 +167,19 @@ class Core:
         return tx.save_instance(row, state=self.engine.dump(inst), status=self.engine.status(inst),
                                 correlations=self.engine.correlations(inst),
                                 error=inst.failure.as_json() if inst.failure else None)
+
+    def _record_changes(self, tx: Tx, before: InstanceRecord | None, row: InstanceRecord, inst: Instance,
+                        ready_before: set[str]) -> None:
+        """The events of one change: the instance's new status (each time it comes to wait again too) and the
+        human tasks that became READY."""
+        kind = INSTANCE_STATUS_EVENTS[row.status]
+        if kind == "instance_waiting" or before is None or before.status != row.status:
+            tx.record_event(kind, row.id, process_model_identifier=row.process_key, status=row.status,
+                            error=row.error)
+        for task in self.engine.human_tasks(inst):
+            if task.id not in ready_before:
+                tx.record_event("task_ready", row.id, task_guid=task.id, element_id=task.element_id, name=task.name,
+                                type=task.type)
 
     def _take_buffered(self, tx: Tx, row: InstanceRecord, inst: Instance, added: Sequence[WaitRow]) -> bool:
         """Deliver the oldest ready message that one of the new waits accepts; True if one was delivered."""
@@ -195,6 +214,7 @@ class Core:
             status = "failed"
             cause = f"process instance {row.id} failed in {inst.failure.task}: {inst.failure.message}"
         msg = tx.save_message(tx.update_message(msg, status=status, failure_cause=cause))
+        tx.record_event("message_delivered", row.id, msg.id, name=msg.name, status=status)
         receive = tx.add_message(name=msg.name, scope=msg.scope, message_type="receive", status=status,
                                  payload=None, correlation_keys=self.engine.correlations(inst),
                                  process_instance_id=row.id, counterpart_id=msg.id, failure_cause=cause)

@@ -21,12 +21,14 @@ from typing import Any
 from quart import Quart, Request, current_app
 from quart_schema import Info, QuartSchema
 
+from . import events as signals
 from .api import create_blueprint, create_health_blueprint, create_metrics_blueprint
 from .api.openapi import ProblemAwareProvider
 from .catalog import Catalog, CatalogError
 from .clock import Clock
 from .config import Settings
 from .engine import Engine, HumanTask
+from .events import Event
 from .outcomes import Outcome
 from .runtime import Runtime
 from .store import MessageRecord, Store
@@ -113,8 +115,9 @@ class SpiffMessages:
                  authorize: Authorize | None = None) -> None:
         """``authorize(request, action)`` (optional, may be async) lets the host app allow or refuse (403) each
         request; actions: send_message, cancel_message, list_messages (the messages page too), read_message_models,
-        start_process, read_process_instance, list_process_instances, read_task, complete_task, reload_catalog,
-        read_metrics."""
+        start_process, read_process_instance, list_process_instances, read_task, complete_task, read_events,
+        reload_catalog, read_metrics. Signals (``quart_spiff_messages.events``) go out after each commit, with the
+        app as sender."""
         self.app = app
         self.clock: Clock = clock or time.time
         self.authorize = authorize
@@ -172,6 +175,7 @@ class SpiffMessages:
         except BaseException:
             await store.dispose()
             raise
+        store.on_commit = lambda events: signals.send(app, events)
         state._store = store
         state._runtime = Runtime.create(catalog, engine, store, state.settings.max_ttl_seconds)
         recovered = await state._runtime.upkeep.recover()
@@ -241,6 +245,10 @@ class SpiffMessages:
     async def start_process(self, process_id: str, data: Mapping[str, Any] | None = None) -> Outcome:
         """Start ``process_id`` (``group:process_id`` in a group) through its plain start event."""
         return await self.runtime.router.start_process(process_id, data or {})
+
+    async def events(self, after: int = 0, limit: int = 100) -> list[Event]:
+        """The durable event feed after the event id ``after`` (keep the last id you handled), oldest first."""
+        return await self.runtime.reads.events(after, limit)
 
     async def list_tasks(self, instance_id: int) -> list[HumanTask]:
         """The READY user, manual and plain tasks of an instance."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import metrics
 from .core import Core, InstanceView
 from .errors import InstanceNotFound
+from .events import Event
 from .store import InstanceRecord, MessageFilter, MessageRecord, Page, Store, Tx
 
 
@@ -31,6 +32,10 @@ class Reads:
                              per_page: int) -> Page[InstanceRecord]:
         return await self.store.read(
             lambda tx: tx.list_instances(status=status, process_key=process_key, page=page, per_page=per_page))
+
+    async def events(self, after: int = 0, limit: int = 100) -> list[Event]:
+        """The durable feed's events with ids above ``after``, oldest first."""
+        return await self.store.read(lambda tx: tx.events_after(after, limit))
 
     async def metrics(self) -> bytes:
         """The Prometheus text exposition, gauges counted in the database now."""

@@ -111,9 +111,11 @@ class Router:
             if ttl > 0:
                 msg = tx.save_message(tx.update_message(msg, status="ready", expires_at=tx.now + ttl))
                 tx.index_ready_message(msg, self.message_keys(scoped, payload))
+                tx.record_event("message_buffered", None, msg.id, name=msg.name, expires_at=msg.expires_at)
                 return Outcome("buffered", msg)
             reason = self.refusal(scoped)
             msg = tx.save_message(tx.update_message(msg, status="not_accepted", failure_cause=reason))
+            tx.record_event("message_not_accepted", None, msg.id, name=msg.name, reason=reason)
             return Outcome("not_accepted", msg, reason=reason)
 
         try:
@@ -153,6 +155,7 @@ class Router:
                 claimed = tx.claim_message(msg.id)
                 if claimed is not None:
                     tx.drop_message_keys(msg.id)
+                    tx.record_event("message_cancelled", None, msg.id, name=msg.name)
                     return tx.update_message(claimed, status="cancelled", failure_cause="cancelled by request")
                 msg = tx.message(msg.id) or msg  # someone else took it meanwhile
             if msg.status != "cancelled":

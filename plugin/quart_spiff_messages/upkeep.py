@@ -35,7 +35,7 @@ class Upkeep:
             await self.router.flush(pending)
         expired = purged = 0
         while True:
-            n = await self.store.write(lambda tx: tx.expire_ready_messages(batch))
+            n = await self.store.write(lambda tx: self._expire(tx, batch))
             metrics.observe_expired(n)
             expired += n
             if n < batch:
@@ -48,7 +48,16 @@ class Upkeep:
                 if n < batch:
                     break
                 await self._pause_between_batches()
+            while await self.store.write(lambda tx: tx.purge_events(tx.now - retention_seconds, batch)) == batch:
+                await self._pause_between_batches()  # the event feed keeps what the messages keep
         return expired, purged
+
+    @staticmethod
+    def _expire(tx: Tx, batch: int) -> int:
+        ids = tx.expire_ready_messages(batch)
+        for message_id in ids:
+            tx.record_event("message_expired", None, message_id)
+        return len(ids)
 
     async def _pause_between_batches(self) -> None:
         """SQLite has one writer: let the deliveries queued behind a sweep batch have it before the next batch."""

@@ -361,6 +361,20 @@ def create_blueprint(settings: Settings) -> Blueprint:
         data = await _json_object("task data", "data", required=False)
         return _outcome(await _state().runtime.tasks.complete_task(number, task_guid, data))
 
+    @bp.get("/events")
+    @document_querystring(schemas.EventQuery)
+    @document_response(schemas.EventListOut, 200)
+    @_problems(400)
+    async def read_events() -> Response:
+        """The durable event feed, oldest first: instances started, waiting, completed, errored; messages delivered,
+        buffered, not accepted, expired, cancelled; tasks ready. Each event is written in the transaction of its
+        change and ids are in commit order: keep the last id you handled and ask for those `after` it (at least
+        once). Purged with the messages (`SPIFF_MESSAGES_RETENTION_DAYS`)."""
+        q = _query(schemas.EventQuery)
+        found = await _state().runtime.reads.events(q.after, q.limit)
+        return _ok({"results": [ev.as_json() for ev in found],
+                    "next_after": found[-1].id if found else q.after})
+
     @bp.get("/process-instances")
     @document_querystring(schemas.InstanceListQuery)
     @document_response(schemas.InstanceListOut, 200)

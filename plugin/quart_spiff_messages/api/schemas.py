@@ -43,6 +43,25 @@ class MessageSearch(BaseModel):
     created_before: JsonSeconds | None = None
 
 
+class EventQuery(BaseModel):
+    after: int = Field(0, ge=0, le=MAX_INT, description="Events with a greater id: the last id the host handled.")
+    limit: int = Field(100, ge=1, le=MAX_PER_PAGE)
+
+
+class EventOut(BaseModel):
+    id: int
+    kind: str
+    process_instance_id: int | None = None
+    message_instance_id: int | None = None
+    data: dict[str, Any]
+    created_at_in_seconds: float
+
+
+class EventListOut(BaseModel):
+    results: list[EventOut]
+    next_after: int  # the cursor for the next call: the last id here, or ``after`` when there was none
+
+
 class InstanceListQuery(PageQuery):
     status: InstanceStatus | None = None
     process_id: str | None = Field(None, description="Process id, with its group as a colon prefix.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from ..clock import Clock
 from ..correlation import KeyValue
 from ..errors import DatabaseUnavailable, InsufficientStorage
+from ..events import Event
 from ..names import ancestor_groups, group_path
 from . import db
 from . import statements as sql
@@ -130,10 +131,12 @@ class MessageFilter:
 
 @dataclass(frozen=True)
 class Committed(Generic[T]):
-    """What a committed transaction returns: its result, and the messages it threw, to route after the commit."""
+    """What a committed transaction returns: its result, the messages it threw (to route after the commit) and the
+    events it recorded (written to the feed in it, and given to ``Store.on_commit`` after it)."""
 
     value: T
     outbox: tuple[int, ...]
+    events: tuple[Event, ...] = ()
 
 
 class Store:
@@ -150,6 +153,8 @@ class Store:
         self.url = db.normalize_url(url)
         self.clock = clock
         self.unavailable_seconds = unavailable_seconds  # how long a lost database is retried before a 503
+        # called with the events of every committed transaction, after the commit (the extension sends signals)
+        self.on_commit: Callable[[Sequence[Event]], Awaitable[None]] | None = None
         self.dialect = make_url(self.url).get_backend_name()
         self._pg: async_sessionmaker[AsyncSession] | None = None
         self._sqlite: SqliteStore | None = None
@@ -175,7 +180,10 @@ class Store:
     async def _once(self, work: Callable[[Tx], T], write: bool) -> Committed[T]:
         def body(session: Session) -> Committed[T]:
             tx = Tx(session, self)
-            return Committed(work(tx), tuple(tx.outbox))
+            value = work(tx)
+            if tx.events:
+                tx.write_events()
+            return Committed(value, tuple(tx.outbox), tuple(tx.events))
 
         if self._sqlite is not None:
             sqlite = self._sqlite
@@ -200,7 +208,10 @@ class Store:
         :class:`Tx`; what it returns and what it threw come back together. :class:`Busy` when a lock stays taken
         too long, :class:`AlreadyExists` when a unique key was taken first.
         """
-        return await self._attempts(work, write=True)
+        done = await self._attempts(work, write=True)
+        if done.events and self.on_commit is not None:
+            await self.on_commit(done.events)
+        return done
 
     async def _attempts(self, work: Callable[[Tx], T], write: bool) -> Committed[T]:
         """Run ``work`` until it commits: again after a conflict (a few times) or a lost database (for
@@ -272,6 +283,7 @@ class Tx:
         self.store = store
         self.now = store.clock()
         self.outbox: list[int] = []
+        self.events: list[Event] = []
 
     @property
     def conn(self) -> Connection:
@@ -428,19 +440,19 @@ class Tx:
                 .order_by(M.c.id).limit(limit))
         return [(int(i), str(n), str(g)) for i, n, g in self.conn.execute(stmt)]
 
-    def expire_ready_messages(self, batch: int) -> int:
-        """Mark up to ``batch`` expired ready messages ``cancelled`` (``failure_cause`` "expired")."""
+    def expire_ready_messages(self, batch: int) -> list[int]:
+        """Mark up to ``batch`` expired ready messages ``cancelled`` (``failure_cause`` "expired"); their ids."""
         due = (select(M.c.id).where(M.c.status == "ready", M.c.expires_at <= self.now)
                .order_by(M.c.expires_at).limit(batch))
         if self.store.dialect == "postgresql":
             due = due.with_for_update(skip_locked=True)
-        ids = list(self.conn.execute(due).scalars())
+        ids = [int(i) for i in self.conn.execute(due).scalars()]
         if not ids:
-            return 0
+            return []
         self.conn.execute(update(M).where(M.c.id.in_(ids), M.c.status == "ready")
                           .values(status="cancelled", failure_cause="expired", updated_at=self.now))
         self.conn.execute(delete(K).where(K.c.message_instance_id.in_(ids)))
-        return len(ids)
+        return ids
 
     def purge_finished_messages(self, before: float, batch: int) -> int:
         """Delete up to ``batch`` finished messages last changed before ``before``."""
@@ -504,6 +516,40 @@ class Tx:
                 .where(M.c.message_type == "send", M.c.status.in_(("completed", "failed")),
                        M.c.counterpart_id.is_not(None), func.coalesce(receives.c.n, 0) != 1))
         return [(int(i), int(n)) for i, n in self.conn.execute(stmt)]
+
+    # -- the event feed -----------------------------------------------------------------------------------------
+    def record_event(self, kind: str, instance_id: int | None = None, message_id: int | None = None,
+                     **data: Any) -> None:
+        """An event of this transaction: written to the feed with it, signalled after its commit."""
+        self.events.append(Event(kind, instance_id, message_id, data, created_at=self.now))
+
+    def write_events(self) -> None:
+        """Write this transaction's events to the feed, last thing before the commit.
+
+        On PostgreSQL a transaction-scoped lock serializes the feed's inserts up to each commit, so ids are handed
+        out in commit order: a reader's ``id > last seen`` never skips an event that commits late. It is taken last,
+        after every row lock, so it cannot deadlock; SQLite's single writer is in commit order already.
+        """
+        if self.store.dialect == "postgresql":
+            self.conn.execute(text("SELECT pg_advisory_xact_lock(7305526412)"))
+        self.conn.execute(sql.INSERT_EVENT, [
+            {"kind": e.kind, "process_instance_id": e.process_instance_id,
+             "message_instance_id": e.message_instance_id, "data": dict(e.data), "created_at": self.now}
+            for e in self.events])
+
+    def events_after(self, after: int, limit: int) -> list[Event]:
+        rows = self.conn.execute(select(sql.EVENTS).where(sql.EVENTS.c.id > after)
+                                 .order_by(sql.EVENTS.c.id).limit(limit)).mappings()
+        return [Event(r["kind"], r["process_instance_id"], r["message_instance_id"], r["data"], r["id"],
+                      r["created_at"]) for r in rows]
+
+    def purge_events(self, before: float, batch: int) -> int:
+        """Delete up to ``batch`` events older than ``before`` (the messages' retention)."""
+        old = select(sql.EVENTS.c.id).where(sql.EVENTS.c.created_at < before).order_by(sql.EVENTS.c.id).limit(batch)
+        ids = list(self.conn.execute(old).scalars())
+        if ids:
+            self.conn.execute(delete(sql.EVENTS).where(sql.EVENTS.c.id.in_(ids)))
+        return len(ids)
 
     # -- the catalog generation ---------------------------------------------------------------------------------
     def catalog_generation(self) -> int:

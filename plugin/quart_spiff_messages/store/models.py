@@ -114,3 +114,19 @@ class CatalogGeneration(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     generation: Mapped[int] = mapped_column(Integer)
     requested_at: Mapped[float] = mapped_column(Double)
+
+
+class Event(Base):
+    """The durable event feed: a row per change a host may react to, in the change's own transaction.
+
+    Ids are handed out in commit order (inserts take a feed lock held to the commit), so a reader that keeps the
+    last id it saw never skips a row that commits late.
+    """
+
+    __tablename__ = "spiff_event"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    process_instance_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    message_instance_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Double, index=True)

@@ -16,7 +16,7 @@ from sqlalchemy import Table, bindparam, delete, func, insert, literal, select, 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from .models import CatalogGeneration, MessageInstance, MessageKey, ProcessInstance, ProcessSpec, Subscription
+from .models import CatalogGeneration, Event, MessageInstance, MessageKey, ProcessInstance, ProcessSpec, Subscription
 
 MESSAGES: Table = MessageInstance.__table__  # type: ignore[assignment]
 INSTANCES: Table = ProcessInstance.__table__  # type: ignore[assignment]
@@ -24,12 +24,14 @@ SUBSCRIPTIONS: Table = Subscription.__table__  # type: ignore[assignment]
 MESSAGE_KEYS: Table = MessageKey.__table__  # type: ignore[assignment]
 SPECS: Table = ProcessSpec.__table__  # type: ignore[assignment]
 GENERATION: Table = CatalogGeneration.__table__  # type: ignore[assignment]
+EVENTS: Table = Event.__table__  # type: ignore[assignment]
 
 MESSAGE_COLUMNS = tuple(c.key for c in MESSAGES.columns if c.key != "id")
 
 INSERT_MESSAGE = insert(MESSAGES).returning(MESSAGES.c.id)
 INSERT_INSTANCE = insert(INSTANCES).returning(INSTANCES.c.id)
 INSERT_MESSAGE_KEY = insert(MESSAGE_KEYS)
+INSERT_EVENT = insert(EVENTS)
 SELECT_INSTANCE = select(INSTANCES).where(INSTANCES.c.id == bindparam("id"))
 SELECT_MESSAGE = select(MESSAGES).where(MESSAGES.c.id == bindparam("id"))
 SELECT_SPEC = select(SPECS.c.spec).where(SPECS.c.process_key == bindparam("key"),
