@@ -511,7 +511,8 @@ def _error_classes() -> Iterable[tuple[str, int]]:
     while stack:
         cls = stack.pop()
         stack.extend(cls.__subclasses__())
-        yield cls.error_code, int(cls.status)
+        if "error_code" in vars(cls):  # a class that only groups others (RetryLater) has no code of its own
+            yield cls.error_code, int(cls.status)
 
 
 def error_codes_page() -> str:

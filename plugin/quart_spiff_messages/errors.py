@@ -129,29 +129,30 @@ class CatalogLoadError(SpiffMessagesError):
 
 
 # -- faults the client can only wait out -------------------------------------------------------------------------
-class InstanceBusy(SpiffMessagesError):
+class RetryLater(SpiffMessagesError):
+    """A fault the client waits out: the answer says when to retry (``Retry-After``); nothing was written."""
+
     status = 503
+    retry_after_seconds = 1
+
+    def __init__(self, message: str, retry_after: int | None = None, **extra: Any) -> None:
+        seconds = self.retry_after_seconds if retry_after is None else retry_after
+        super().__init__(message, headers={"Retry-After": str(seconds)}, retry_after=seconds, **extra)
+
+
+class InstanceBusy(RetryLater):
     error_code = "instance_busy"
 
-    def __init__(self, message: str, retry_after: int = 1, **extra: Any) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after)}, retry_after=retry_after, **extra)
 
+class DatabaseUnavailable(RetryLater):
+    """The database stayed unreachable (or read-only) past the retry window, or the commit's outcome is unknown."""
 
-class DatabaseUnavailable(SpiffMessagesError):
-    """The database stayed unreachable (or read-only, or locked) past the retry window; nothing was written."""
-
-    status = 503
     error_code = "database_unavailable"
 
-    def __init__(self, message: str, retry_after: int = 1, **extra: Any) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after)}, retry_after=retry_after, **extra)
 
-
-class InsufficientStorage(SpiffMessagesError):
-    """The database's disk is full; nothing was written. It recovers by itself once space is freed."""
+class InsufficientStorage(RetryLater):
+    """The database's disk is full. It recovers by itself once space is freed."""
 
     status = 507
     error_code = "insufficient_storage"
-
-    def __init__(self, message: str, retry_after: int = 30, **extra: Any) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after)}, retry_after=retry_after, **extra)
+    retry_after_seconds = 30
