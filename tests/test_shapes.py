@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from .conftest import CASES, make_app
+from .test_messages_http import instance
 
 SHAPES = CASES / "shapes"
 pytestmark = pytest.mark.bpmn(SHAPES)
@@ -40,13 +41,6 @@ async def start(client: Any, process: str, data: dict[str, Any]) -> dict[str, An
     assert resp.status_code == 201, await resp.get_data()
     pi: dict[str, Any] = (await resp.get_json())["process_instance"]
     return pi
-
-
-async def instance(client: Any, instance_id: int) -> dict[str, Any]:
-    resp = await client.get(f"/v1.0/process-instances/{instance_id}")
-    assert resp.status_code == 200
-    body: dict[str, Any] = (await resp.get_json())["process_instance"]
-    return body
 
 
 def waits_for(shown: dict[str, Any]) -> list[str]:
