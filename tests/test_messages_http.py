@@ -39,7 +39,7 @@ async def test_message_start_event_starts_an_instance_that_waits(client: Any) ->
     shown = await instance(client, pi["id"])
     assert shown["waiting_for"] == [{"message_name": "payment_received", "element_id": "wait_payment",
                                      "correlation_keys": {"order_key": {"order_id": "A-1"}},
-                                     "accepts_any": False}]
+                                     "accepts_any": False, "kind": "message"}]
 
 
 async def test_correlated_message_reaches_the_right_instance(client: Any) -> None:
@@ -117,7 +117,8 @@ async def test_event_based_gateway_takes_the_message_branch(client: Any) -> None
     pi = body["process_instance"]
     assert pi["process_group"] == "billing" and pi["status"] == "waiting"
     waits = (await instance(client, pi["id"]))["waiting_for"]
-    assert [(w["message_name"], w["element_id"]) for w in waits] == [("invoice_paid", "invoice_gateway")]
+    assert [(w["kind"], w.get("message_name"), w["element_id"]) for w in waits] == [
+        ("message", "invoice_paid", "invoice_gateway"), ("timer", None, "invoice_timeout")]
     assert (await send(client, "invoice_paid", {"invoice_id": "I-2"}))[0] == 400
     status, body = await send(client, "billing:invoice_paid", {"invoice_id": "I-1", "amount": 3})
     assert status == 200 and body["process_instance"]["status"] == "complete"

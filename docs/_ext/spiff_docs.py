@@ -58,6 +58,11 @@ CONFIG_KEYS: dict[str, tuple[str, str, str]] = {
     "SWEEP_INTERVAL_SECONDS": ("app", "number ≥ 0",
                                "How often the background task marks expired buffered messages `cancelled` and "
                                "purges old ones."),
+    "TIMER_INTERVAL_SECONDS": ("app", "number ≥ 0",
+                               "The longest the timer loop sleeps: it wakes at each nearest due time anyway, and at "
+                               "once when this worker writes a nearer one; this bounds how late a timer another "
+                               "worker wrote can fire. `0`: this worker fires no timers (an overdue timer still "
+                               "fires before a message reaches its instance)."),
     "LOCK_TIMEOUT_SECONDS": ("app", "number ≥ 0",
                              "How long a message waits for a busy instance before `503 instance_busy` with "
                              "`Retry-After`."),

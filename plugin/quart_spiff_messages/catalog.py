@@ -19,6 +19,7 @@ from typing import Any
 from lxml import etree
 from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
 from SpiffWorkflow.bpmn.specs.event_definitions import MessageEventDefinition, MultipleEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins import (
     BoundaryEventMixin,
     EndEventMixin,
@@ -68,10 +69,19 @@ class ProcessEntry:
 
     @property
     def has_plain_start(self) -> bool:
-        """Whether the process has a start event without a message: ``POST /process-instances`` can start it
-        (with data that may carry its correlation keys)."""
+        """Whether the process has a start event without a message or a timer: ``POST /process-instances`` can
+        start it (with data that may carry its correlation keys)."""
         starts = [ts for ts in self.spec.task_specs.values() if isinstance(ts, StartEventMixin)]
-        return any(not list(message_definitions(getattr(ts, "event_definition", None))) for ts in starts)
+        return any(not list(message_definitions(getattr(ts, "event_definition", None)))
+                   and not isinstance(getattr(ts, "event_definition", None), TimerEventDefinition) for ts in starts)
+
+    @property
+    def timer_starts(self) -> list[TimerStartPoint]:
+        """The process's timer start events (each starts instances on its own schedule)."""
+        return [TimerStartPoint(self.key, ts.bpmn_id, ts.event_definition.expression)
+                for ts in self.spec.task_specs.values()
+                if isinstance(ts, StartEventMixin) and isinstance(getattr(ts, "event_definition", None),
+                                                                  TimerEventDefinition)]
 
     @property
     def correlation_keys(self) -> dict[str, list[str]]:
@@ -83,6 +93,13 @@ class ProcessEntry:
 def locate(file: str | None, element_id: str | None) -> int | None:
     """The line of an element in its BPMN file (for reports)."""
     return _locate(file, element_id)
+
+
+@dataclass(frozen=True)
+class TimerStartPoint:
+    process_key: str
+    element_id: str
+    expression: str  # as the BPMN says it: an expression that evaluates to an ISO 8601 date, duration or cycle
 
 
 @dataclass(frozen=True)
@@ -318,6 +335,10 @@ class Catalog:
 
     def process(self, key: str) -> ProcessEntry | None:
         return self.processes.get(key)
+
+    @property
+    def timer_starts(self) -> list[TimerStartPoint]:
+        return [t for key in sorted(self.processes) for t in self.processes[key].timer_starts]
 
     @property
     def starts(self) -> dict[str, list[StartPoint]]:

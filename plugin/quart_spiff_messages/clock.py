@@ -12,12 +12,15 @@ class ManualClock:
 
     def __init__(self, start: float = 1_800_000_000.0) -> None:
         self.now = start
+        self.listeners: list[Callable[[], None]] = []  # called after each move (the timer loop wakes)
 
     def __call__(self) -> float:
         return self.now
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+        for listener in self.listeners:
+            listener()
 
     def __repr__(self) -> str:
         return f"ManualClock(now={self.now})"

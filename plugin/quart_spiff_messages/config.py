@@ -28,6 +28,7 @@ class Settings:
     openapi: bool = True
     retention_days: float | None = None  # None: keep finished messages forever
     sweep_interval_seconds: float = 1.0
+    timer_interval_seconds: float = 1.0  # the timer loop's longest sleep; 0: this worker fires no timers
     lock_timeout_seconds: float = 5.0  # how long a message waits for a busy instance before a 503
     database_retry_seconds: float = 5.0  # how long a lost database is retried before a 503
     max_payload_bytes: int = 1024 * 1024
@@ -78,6 +79,7 @@ class Settings:
             lock_timeout_seconds=_number("LOCK_TIMEOUT_SECONDS", get("LOCK_TIMEOUT_SECONDS", 5.0)),
             database_retry_seconds=_number("DATABASE_RETRY_SECONDS", get("DATABASE_RETRY_SECONDS", 5.0)),
             sweep_interval_seconds=_number("SWEEP_INTERVAL_SECONDS", get("SWEEP_INTERVAL_SECONDS", 1.0)),
+            timer_interval_seconds=_number("TIMER_INTERVAL_SECONDS", get("TIMER_INTERVAL_SECONDS", 1.0)),
             bpmn_dir=str(bpmn_dir),
             database_url=str(get("DATABASE_URL", DEFAULT_DATABASE_URL)),
             url_prefix=prefix,

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import Catalog, ProcessEntry, StartPoint
-from .engine import Engine, HumanTask, Instance
+from .engine import Engine, HumanTask, Instance, TimerWait
 from .errors import TaskAmbiguous, TaskNotFound, TaskNotReady
 from .events import INSTANCE_STATUS_EVENTS
-from .store import Committed, InstanceRecord, MessageRecord, Store, Tx, WaitRow, correlation_lock
+from .store import Committed, InstanceRecord, MessageRecord, Store, TimerRow, Tx, WaitRow, correlation_lock
 
 # A delivery can make an instance take buffered messages, which can make it wait again: bound the chain.
 MAX_CHAINED_DELIVERIES = 100
@@ -80,7 +80,30 @@ class CompleteTask:
         return True
 
 
-Action = Deliver | StartByMessage | StartWithData | CompleteTask
+@dataclass(frozen=True)
+class FireTimers:
+    """The scheduler found a timer of the instance due: the core fires every due timer before any action, so this
+    action itself has nothing left to do. It takes (the instance is settled and saved, its timer rows with it)."""
+
+    message: None = None
+
+    def act(self, engine: Engine, inst: Instance) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class StartByTimer:
+    """A new instance through the timer start event ``element_id`` (its schedule said it is due)."""
+
+    entry: ProcessEntry
+    element_id: str
+    message: None = None
+
+    def make(self, core: Core) -> Instance | None:
+        return core.engine.start_by_timer(self.entry, self.element_id)
+
+
+Action = Deliver | StartByMessage | StartWithData | CompleteTask | FireTimers | StartByTimer
 
 
 @dataclass(frozen=True)
@@ -91,14 +114,15 @@ class Applied:
     message: MessageRecord | None
     task_data: dict[str, Any]
     failure: dict[str, Any] | None  # the process error, when the instance stopped in ``error``
+    timers_fired: tuple[TimerWait, ...] = ()  # the due timers that fired before the action
 
 
 @dataclass(frozen=True)
 class InstanceView:
     instance: InstanceRecord
     data: dict[str, Any]
-    waiting_for: list[dict[str, Any]]
-    timers: list[str]
+    waiting_for: list[dict[str, Any]]  # messages, then timers (``kind``)
+    timers: list[TimerWait]
     tasks: list[HumanTask]  # READY user, manual and plain tasks
 
 
@@ -119,13 +143,21 @@ class Core:
         return await self.store.run(lambda tx: self.apply(tx, action, instance_id))
 
     def apply(self, tx: Tx, action: Action, instance_id: int | None = None) -> Applied | None:
-        """Apply ``action`` to instance ``instance_id`` (or to a new instance) inside ``tx``.
+        """Apply ``action`` to instance ``instance_id`` (or to a new instance) inside ``tx``, at ``tx.now``.
 
-        None when the action does not take: the instance is gone or finished, or its task does not catch the
-        message. Then nothing of the instance was written.
+        Every timer of the instance already due fires first (:func:`timers_first`). None when the action does not
+        take (the instance is gone or finished, or its task does not catch the message) and no timer fired: then
+        nothing of the instance was written. When a timer fired but the action did not take, the instance is
+        written and ``Applied.message`` is None.
         """
+        with self.engine.at(tx.now):
+            return self._apply(tx, action, instance_id)
+
+    def _apply(self, tx: Tx, action: Action, instance_id: int | None) -> Applied | None:
         before: InstanceRecord | None = None  # the instance as it was (None: a new one)
-        if isinstance(action, (StartByMessage, StartWithData)):
+        fired: list[TimerWait] = []
+        had_timers = False
+        if isinstance(action, (StartByMessage, StartWithData, StartByTimer)):
             made = action.make(self)
             if made is None:
                 return None
@@ -134,6 +166,7 @@ class Core:
                                   spec_version=entry.spec_version)
             tx.record_event("instance_started", row.id, process_model_identifier=entry.key)
             ready_before: set[str] = set()
+            took = True
         else:
             if instance_id is None:
                 raise ValueError(f"{type(action).__name__} needs the instance it is for")
@@ -142,18 +175,35 @@ class Core:
                 return None
             row, inst, before = found, self.engine.load(found.state, self.entry(tx, found)), found
             ready_before = {t.id for t in self.engine.human_tasks(inst)}
-            if not action.act(self.engine, inst):
+            fired, had_timers = self.timers_first(inst, tx.now)
+            took = action.act(self.engine, inst)
+            if not took and not fired:
                 return None
         self.engine.run(inst)
-        consumed = self._received(tx, action.message, row, inst) if action.message is not None else None
-        row = self._settle(tx, row, inst)
+        consumed = self._received(tx, action.message, row, inst) if took and action.message is not None else None
+        for timer in fired:
+            tx.record_event("timer_fired", row.id, element_id=timer.element_id, timer_type=timer.timer_type,
+                            due_at=timer.due_at)
+        row = self._settle(tx, row, inst, had_timers)
         self._record_changes(tx, before, row, inst, ready_before)
         failure = inst.failure.as_json() if inst.failure is not None else None
-        return Applied(row, consumed, self.engine.task_data(inst), failure)
+        return Applied(row, consumed, self.engine.task_data(inst), failure, tuple(fired))
+
+    def timers_first(self, inst: Instance, now: float) -> tuple[list[TimerWait], bool]:
+        """The precedence rule: before anything is offered to an instance, each of its timers already due fires
+        (and the instance runs on from it), so a message that comes after its timeout finds the wait gone and is
+        routed on, as in Zeebe. Returns the timers that fired and whether the instance had any timer."""
+        pending = self.engine.timers(inst)
+        if not any(t.due_at <= now for t in pending):
+            return [], bool(pending)
+        fired = self.engine.fire_due(inst, now)
+        self.engine.run(inst)
+        return fired, True
 
     # -- settling ---------------------------------------------------------------------------------------------
-    def _settle(self, tx: Tx, row: InstanceRecord, inst: Instance) -> InstanceRecord:
-        """Index the instance's waits, hand it buffered messages that fit, queue what it threw, save it."""
+    def _settle(self, tx: Tx, row: InstanceRecord, inst: Instance, had_timers: bool) -> InstanceRecord:
+        """Index the instance's waits and timers, hand it buffered messages that fit, queue what it threw, save it.
+        """
         for _ in range(MAX_CHAINED_DELIVERIES):
             for thrown in self.engine.drain(inst):
                 out = tx.add_message(name=thrown.message_name, scope="", message_type="send", status="ready",
@@ -164,6 +214,9 @@ class Core:
             added = tx.sync_subscriptions(row.id, row.process_group, self._wait_rows(inst))
             if not added or not self._take_buffered(tx, row, inst, added):
                 break
+        timers = self.engine.timers(inst)
+        if timers or had_timers:  # an instance that never had a timer costs the timer index nothing
+            tx.sync_timers(row.id, [TimerRow(t.task_id, t.element_id, t.timer_type, t.due_at) for t in timers])
         return tx.save_instance(row, state=self.engine.dump(inst), status=self.engine.status(inst),
                                 correlations=self.engine.correlations(inst),
                                 error=inst.failure.as_json() if inst.failure else None)
@@ -224,8 +277,10 @@ class Core:
     def view(self, tx: Tx, row: InstanceRecord) -> InstanceView:
         """An instance's current data and what it waits for, read from its state (not from the index)."""
         inst = self.engine.load(row.state, self.entry(tx, row))
-        return InstanceView(row, self.engine.task_data(inst), [w.as_json() for w in self.engine.waits(inst)],
-                            self.engine.waiting_timers(inst), self.engine.human_tasks(inst))
+        timers = self.engine.timers(inst)
+        return InstanceView(row, self.engine.task_data(inst),
+                            [w.as_json() for w in self.engine.waits(inst)] + [t.as_json() for t in timers],
+                            timers, self.engine.human_tasks(inst))
 
     def task(self, tx: Tx, row: InstanceRecord, task_ref: str) -> HumanTask | None:
         """One task of an instance (by guid, or by element id), read from its state."""

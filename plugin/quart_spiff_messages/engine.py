@@ -10,9 +10,12 @@ is a few KB and always resumes on the spec it started with.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -21,8 +24,13 @@ from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine, TaskDataEnviron
 from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
 from SpiffWorkflow.bpmn.serializer.default.workflow import BpmnWorkflowConverter, WorkflowConverter
 from SpiffWorkflow.bpmn.specs.event_definitions import MessageEventDefinition, MultipleEventDefinition
-from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
-from SpiffWorkflow.bpmn.specs.mixins import StartEventMixin
+from SpiffWorkflow.bpmn.specs.event_definitions import timer as spiff_timer
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import (
+    CycleTimerEventDefinition,
+    DurationTimerEventDefinition,
+    TimerEventDefinition,
+)
+from SpiffWorkflow.bpmn.specs.mixins import EventBasedGatewayMixin, StartEventMixin
 from SpiffWorkflow.bpmn.specs.mixins.events.event_types import CatchingEvent
 from SpiffWorkflow.bpmn.specs.mixins.multiinstance_task import LoopTask
 from SpiffWorkflow.exceptions import TaskNotFoundException
@@ -31,6 +39,27 @@ from SpiffWorkflow.util.task import TaskState
 
 from .catalog import ProcessEntry, StartPoint, message_definitions
 from .correlation import KeyValue, evaluate, expected_key_value
+
+# -- one clock ------------------------------------------------------------------------------------------------
+# SpiffWorkflow computes and compares due times with ``datetime.now(timezone.utc)``. While the core applies an
+# action it sets the time it decided with (:meth:`Engine.at`), and SpiffWorkflow's timer module reads that instead,
+# so "is this timer due" has one answer: the extension's (injectable) clock's. Outside an action: the wall clock.
+_NOW: ContextVar[float | None] = ContextVar("spiff_messages_now", default=None)
+# SpiffWorkflow fires a cycle when ``next < now``; a cycle due exactly now is due for us, so it sees a hair later.
+_HAIR = 1e-6
+
+
+class _ClockDatetime(datetime):
+    @classmethod
+    def now(cls, tz: Any = None) -> Any:
+        at = _NOW.get()
+        if at is None:
+            return datetime.now(tz)
+        moment = datetime.fromtimestamp(at, timezone.utc)
+        return moment.astimezone(tz) if tz is not None else moment.replace(tzinfo=None)
+
+
+spiff_timer.datetime = _ClockDatetime
 
 
 class SafeExpressionEnvironment(TaskDataEnvironment):  # type: ignore[misc]
@@ -80,7 +109,31 @@ class Wait:
             "element_id": self.element_id,
             "correlation_keys": {kv.key: dict(kv.values) for kv in self.expected},
             "accepts_any": self.accept_any,
+            "kind": "message",
         }
+
+
+@dataclass(frozen=True)
+class TimerWait:
+    """A timer an instance waits at, and when it is due (seconds since the epoch)."""
+
+    task_id: str
+    element_id: str
+    due_at: float
+    timer_type: str  # duration | date | cycle
+
+    def as_json(self) -> dict[str, Any]:
+        return {"kind": "timer", "element_id": self.element_id, "timer_type": self.timer_type,
+                "due_at_in_seconds": self.due_at}
+
+
+@dataclass(frozen=True)
+class StartSchedule:
+    """When a timer start event starts instances: first due time, how many (-1: for ever), how far apart."""
+
+    first_due: float | None  # None: never (a date in the past with no repetition)
+    cycles: int
+    interval_seconds: float
 
 
 @dataclass(frozen=True)
@@ -249,6 +302,13 @@ class Engine:
             return False
         task.task_spec.catch(task, event)
         outer = task.task_spec.event_definition
+        if isinstance(outer, MultipleEventDefinition) and not outer.parallel:
+            task.task_spec._update(task)
+            # An event-based gateway takes one branch: SpiffWorkflow 3.2's ``has_fired`` adds every overdue timer
+            # to the gateway's events next to the message, and the gateway would run each (the core fires due
+            # timers before a message is offered, so a message that got here came first).
+            task.internal_data["seen_events"] = [event]
+            return True
         if isinstance(outer, MultipleEventDefinition) and outer.parallel:
             # A parallel multiple event keeps waiting for its other messages: what the first one said must key that
             # wait, and its payload must not be lost (SpiffWorkflow 3.2 merges neither for such an event).
@@ -362,16 +422,90 @@ class Engine:
                 out.append(_wait(trigger.wait_id, trigger.start.bpmn_id, md, inst.workflow.correlations))
         return out
 
-    def waiting_timers(self, inst: Instance) -> list[str]:
-        """Element ids of timers the instance waits at (nothing fires them yet; they are still something to wait
-        for)."""
+    # -- timers ------------------------------------------------------------------------------------------------
+    @staticmethod
+    @contextlib.contextmanager
+    def at(now: float) -> Iterator[None]:
+        """Let SpiffWorkflow's timers read ``now`` (the time the core decides with) while the block runs."""
+        token = _NOW.set(now)
+        try:
+            yield
+        finally:
+            _NOW.reset(token)
+
+    def timers(self, inst: Instance) -> list[TimerWait]:
+        """The timers the instance waits at, each with its due time (outer workflow first)."""
+        if inst.failure is not None or inst.workflow.completed:
+            return []
         out = []
-        for task in inst.workflow.get_tasks(state=TaskState.WAITING):
-            ed = getattr(task.task_spec, "event_definition", None)
+        waiting = [t for t in inst.workflow.event_manager.tasks.values() if t.state == TaskState.WAITING]
+        for task in sorted(waiting, key=lambda t: (t.workflow.depth, str(t.id))):
+            ed = task.task_spec.event_definition
             defs = ed.event_definitions if isinstance(ed, MultipleEventDefinition) else [ed]
-            if any(isinstance(d, TimerEventDefinition) for d in defs):
-                out.append(task.task_spec.bpmn_id)
+            gateway = isinstance(task.task_spec, EventBasedGatewayMixin)
+            for i, d in enumerate(defs):
+                if isinstance(d, TimerEventDefinition):
+                    due = _due_at(task, d)
+                    # a gateway holds its events' definitions: name the timer event it leads to
+                    element = task.task_spec.outputs[i].bpmn_id if gateway else task.task_spec.bpmn_id
+                    if due is not None:
+                        out.append(TimerWait(str(task.id), element, due, _timer_type(d)))
         return out
+
+    def fire_due(self, inst: Instance, now: float) -> list[TimerWait]:
+        """Fire every timer of the instance due at ``now`` (the caller runs the instance next); returns them."""
+        due = [t for t in self.timers(inst) if t.due_at <= now]
+        if due:
+            for timer in due:
+                if timer.timer_type != "cycle":  # fired, whatever SpiffWorkflow's own comparison says
+                    inst.workflow.get_task_from_id(UUID(timer.task_id))._set_internal_data(event_fired=True)
+            with self.at(now + _HAIR):
+                inst.workflow.refresh_timers()
+        return due
+
+    def start_by_timer(self, entry: ProcessEntry, element_id: str) -> Instance | None:
+        """A new instance whose timer start event ``element_id`` fired (its due time is the scheduler's)."""
+        _wire_loops(entry)
+        wf = BpmnWorkflow(entry.spec, entry.subprocess_specs, script_engine=self.script_engine)
+        for task in wf.get_tasks(spec_class=StartEventMixin):
+            if task.task_spec.bpmn_id != element_id:
+                task.cancel()
+        wf.do_engine_steps()
+        task = next((t for t in wf.get_tasks(state=TaskState.WAITING) if t.task_spec.bpmn_id == element_id), None)
+        if task is None:
+            return None
+        task._set_internal_data(event_fired=True)
+        task.task_spec._update(task)
+        return Instance(wf, entry)
+
+    def start_schedule(self, entry: ProcessEntry, element_id: str, now: float) -> StartSchedule:
+        """When the timer start event ``element_id`` starts instances, counted from ``now``.
+
+        A cycle (``R3/PT10M``) starts ``cycles`` instances ``interval`` apart, the first one interval from now; a
+        duration starts one after it; a date starts one then (at once if it has passed). ValueError when the
+        expression does not evaluate to one of these.
+        """
+        ts = next((t for t in entry.spec.task_specs.values() if getattr(t, "bpmn_id", None) == element_id), None)
+        ed = getattr(ts, "event_definition", None)
+        if not isinstance(ed, TimerEventDefinition):
+            raise ValueError(f"{element_id!r} is not a timer start event of {entry.key!r}")
+        try:
+            value = self.script_engine.environment.evaluate(ed.expression, {})
+            with self.at(now):
+                if isinstance(ed, CycleTimerEventDefinition):
+                    cycles, start, duration = TimerEventDefinition.parse_iso_recurring_interval(value)
+                    return StartSchedule(start.timestamp(), int(cycles), duration.total_seconds())
+                if isinstance(ed, DurationTimerEventDefinition):
+                    delta = TimerEventDefinition.get_timedelta_from_start(
+                        TimerEventDefinition.parse_iso_duration(value), datetime.fromtimestamp(now, timezone.utc))
+                    return StartSchedule(now + delta.total_seconds(), 1, 0.0)
+                when = TimerEventDefinition.parse_time_or_duration(value)
+        except Exception as exc:
+            raise ValueError(f"timer start event {element_id!r} of {entry.key!r}: {ed.expression!r} is not an ISO "
+                             f"8601 date, duration or cycle ({exc})") from exc
+        if not isinstance(when, datetime):
+            raise ValueError(f"timer start event {element_id!r} of {entry.key!r}: {value!r} is not a date")
+        return StartSchedule(when.timestamp(), 1, 0.0)
 
     def drain(self, inst: Instance) -> list[Thrown]:
         """Messages the instance threw that nothing inside it caught (clears SpiffWorkflow's queue)."""
@@ -482,6 +616,29 @@ def _wait(task_id: str, element_id: str, md: Any, correlations: Mapping[str, Any
     keys = sorted({k for p in md.correlation_properties for k in p.correlation_keys or ()})
     expected = tuple(expected_key_value(k, correlations[k]) for k in keys if k in correlations)
     return Wait(task_id, element_id, md.name, expected, not expected)
+
+
+def _timer_type(d: Any) -> str:
+    if isinstance(d, CycleTimerEventDefinition):
+        return "cycle"
+    return "duration" if isinstance(d, DurationTimerEventDefinition) else "date"
+
+
+def _due_at(task: Any, d: Any) -> float | None:
+    """When timer ``d`` of the waiting ``task`` is due, from what SpiffWorkflow computed when the wait began."""
+    value = task.internal_data.get("event_value")
+    try:
+        if isinstance(d, CycleTimerEventDefinition):
+            if not isinstance(value, dict) or value.get("cycles") == 0:
+                return None
+            return datetime.fromisoformat(value["next"]).timestamp()
+        if not isinstance(value, str):
+            return None
+        when = TimerEventDefinition.get_datetime(value) if isinstance(d, DurationTimerEventDefinition) \
+            else TimerEventDefinition.parse_time_or_duration(value)
+    except Exception:
+        return None
+    return when.timestamp() if isinstance(when, datetime) else None
 
 
 def _ancestors(task: Any) -> set[Any]:

@@ -29,13 +29,14 @@ message_not_accepted = _signals.signal("spiff-messages.message-not-accepted")
 message_expired = _signals.signal("spiff-messages.message-expired")
 message_cancelled = _signals.signal("spiff-messages.message-cancelled")
 task_ready = _signals.signal("spiff-messages.task-ready")
+timer_fired = _signals.signal("spiff-messages.timer-fired")
 
 SIGNALS = {
     "instance_started": instance_started, "instance_waiting": instance_waiting,
     "instance_completed": instance_completed, "instance_errored": instance_errored,
     "message_delivered": message_delivered, "message_buffered": message_buffered,
     "message_not_accepted": message_not_accepted, "message_expired": message_expired,
-    "message_cancelled": message_cancelled, "task_ready": task_ready,
+    "message_cancelled": message_cancelled, "task_ready": task_ready, "timer_fired": timer_fired,
 }
 # What an instance's status after a change tells the host.
 INSTANCE_STATUS_EVENTS = {"waiting": "instance_waiting", "user_input_required": "instance_waiting",

@@ -25,13 +25,14 @@ from . import events as signals
 from .api import create_blueprint, create_health_blueprint, create_metrics_blueprint
 from .api.openapi import ProblemAwareProvider
 from .catalog import Catalog, CatalogError
-from .clock import Clock
+from .clock import Clock, ManualClock
 from .config import Settings
 from .engine import Engine, HumanTask
 from .events import Event
 from .outcomes import Outcome
 from .runtime import Runtime
 from .store import MessageRecord, Store
+from .timers import Alarm
 
 EXTENSION_KEY = "spiff_messages"
 log = logging.getLogger("quart_spiff_messages")
@@ -48,6 +49,8 @@ class _AppState:
     _runtime: Runtime | None = None
     _store: Store | None = None
     sweeper: asyncio.Task[None] | None = None
+    timer_loop: asyncio.Task[None] | None = None
+    alarm: Alarm | None = None
     generation: int = 0  # the catalog generation this process has loaded
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -76,6 +79,7 @@ class _AppState:
                 await self.store.write(lambda tx: tx.bump_catalog_generation())
             runtime = self.runtime.with_catalog(catalog)
             self._runtime, self.generation = runtime, generation
+            await runtime.timers.schedule_starts()
         started = await runtime.upkeep.start_buffered()
         log.info("catalog generation %d loaded: %d processes, %d messages; %d buffered messages started",
                  generation, len(catalog.processes), len(catalog.messages), started)
@@ -181,7 +185,28 @@ class SpiffMessages:
         recovered = await state._runtime.upkeep.recover()
         if recovered:
             log.info("re-offered %d thrown messages left ready by an earlier run", recovered)
-        state.sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(state))
+        await state._runtime.timers.schedule_starts()
+        loop = asyncio.get_running_loop()
+        state.sweeper = loop.create_task(self._sweep_forever(state))
+        if state.settings.timer_interval_seconds > 0:
+            alarm = state.alarm = Alarm(state.clock, state.settings.timer_interval_seconds)
+            store.on_due = alarm.due
+            if isinstance(self.clock, ManualClock):
+                self.clock.listeners.append(alarm.ring)
+            state.timer_loop = loop.create_task(self._fire_timers_forever(state, alarm))
+
+    async def _fire_timers_forever(self, state: _AppState, alarm: Alarm) -> None:
+        """Fire due timers while the app serves: at each nearest due time, and at least every interval."""
+        while True:
+            next_due = None
+            try:
+                await state.runtime.timers.fire_due()
+                next_due = await state.store.read(lambda tx: tx.next_timer_due())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("firing timers failed; retrying")
+            await alarm.sleep(next_due)
 
     async def _sweep_forever(self, state: _AppState) -> None:
         """Expire buffered messages and purge old ones while the app serves (bounded batches, no delivery waits)."""
@@ -199,11 +224,16 @@ class SpiffMessages:
 
     async def _stop(self, app: Quart) -> None:
         state: _AppState = app.extensions[EXTENSION_KEY]
-        if state.sweeper is not None:
-            state.sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await state.sweeper
-            state.sweeper = None
+        for task in (state.sweeper, state.timer_loop):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        state.sweeper = state.timer_loop = None
+        if state.alarm is not None and isinstance(self.clock, ManualClock) \
+                and state.alarm.ring in self.clock.listeners:
+            self.clock.listeners.remove(state.alarm.ring)
+        state.alarm = None
         if state._store is not None:
             await state._store.dispose()
         state._store = None
@@ -249,6 +279,12 @@ class SpiffMessages:
     async def events(self, after: int = 0, limit: int = 100) -> list[Event]:
         """The durable event feed after the event id ``after`` (keep the last id you handled), oldest first."""
         return await self.runtime.reads.events(after, limit)
+
+    async def fire_timers(self) -> int:
+        """Fire the timers (and start the timer start events) due now; returns how many instances fired or
+        started. The app's timer loop does this by itself; call it when the loop is off
+        (``SPIFF_MESSAGES_TIMER_INTERVAL_SECONDS = 0``) or after moving a test clock."""
+        return await self.runtime.timers.fire_due()
 
     async def list_tasks(self, instance_id: int) -> list[HumanTask]:
         """The READY user, manual and plain tasks of an instance."""

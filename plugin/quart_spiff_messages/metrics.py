@@ -26,6 +26,10 @@ SEND_DURATION = Histogram(
     "spiff_message_send_duration_seconds", "Time to route one sent message, its transaction included.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 EXPIRED_TOTAL = Counter("spiff_message_expired", "Buffered messages whose time to live ran out.")
+TIMER_FIRED_TOTAL = Counter("spiff_timer_fired", "Timers that fired (an instance's timer event, or a timer start "
+                            "event that started an instance).", ["kind"])
+for _kind in ("instance", "start"):
+    TIMER_FIRED_TOTAL.labels(kind=_kind)
 
 for _result in SEND_RESULTS:  # every series exists from the start, so rate() sees the first one
     SEND_TOTAL.labels(result=_result)
@@ -36,15 +40,21 @@ def observe_send(result: str, seconds: float) -> None:
     SEND_DURATION.observe(seconds)
 
 
+def observe_timers_fired(kind: str, count: int) -> None:
+    if count:
+        TIMER_FIRED_TOTAL.labels(kind=kind).inc(count)
+
+
 def observe_expired(count: int) -> None:
     if count:
         EXPIRED_TOTAL.inc(count)
 
 
 class _Gauges(Collector):
-    def __init__(self, buffered: int, waiting: int) -> None:
+    def __init__(self, buffered: int, waiting: int, timers: int) -> None:
         self.buffered = buffered
         self.waiting = waiting
+        self.timers = timers
 
     def collect(self) -> list[GaugeMetricFamily]:
         return [
@@ -52,10 +62,12 @@ class _Gauges(Collector):
                               value=self.buffered),
             GaugeMetricFamily("spiff_subscriptions_waiting", "Catch points of process instances waiting for a "
                               "message.", value=self.waiting),
+            GaugeMetricFamily("spiff_timers_pending", "Timers process instances wait at (due or not).",
+                              value=self.timers),
         ]
 
 
-def exposition(buffered: int, waiting: int) -> bytes:
+def exposition(buffered: int, waiting: int, timers: int) -> bytes:
     """The text format of every metric: this process's (or all processes') counters, and the gauges."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
@@ -64,5 +76,5 @@ def exposition(buffered: int, waiting: int) -> bytes:
     else:
         counters = generate_latest(REGISTRY)
     gauges = CollectorRegistry()
-    gauges.register(_Gauges(buffered, waiting))
+    gauges.register(_Gauges(buffered, waiting, timers))
     return counters + generate_latest(gauges)

@@ -126,6 +126,7 @@ class InstanceView:
     waiting_for: list[Wait] = field(default_factory=list)
     error: dict[str, Any] | None = None
     tasks: list[dict[str, Any]] = field(default_factory=list)  # READY human tasks (element_id, id, name, ...)
+    timers: list[dict[str, Any]] = field(default_factory=list)  # timers it waits at (element_id, due_at_in_seconds)
 
     @property
     def waiting_for_names(self) -> list[str]:
@@ -135,6 +136,9 @@ class InstanceView:
         """Several lines that say what the instance is doing: for assertion messages."""
         lines = [f"process instance {self.id} of {self.process_key!r}: status {self.status!r}"]
         lines.append("  waiting for: " + ("; ".join(str(w) for w in self.waiting_for) or "nothing"))
+        if self.timers:
+            lines.append("  timers: " + ", ".join(f"{t['element_id']} due at {t['due_at_in_seconds']}"
+                                                   for t in self.timers))
         if self.tasks:
             lines.append("  ready tasks: " + ", ".join(f"{t['element_id']} ({t['type']})" for t in self.tasks))
         if self.error:
@@ -165,21 +169,35 @@ class BpmnHarness:
         self.extension = extension
         self.app: Quart = extension.app
         self.clock = clock
+        self._timers_seen_at: float | None = None  # the clock's time when due timers last fired
+
+    async def fire_timers(self) -> int:
+        """Fire every timer due at the clock's time now (``clock.advance`` moves it); returns how many instances
+        fired or started. The harness does this itself before it acts or looks, whenever the clock moved."""
+        self._timers_seen_at = self.clock.now
+        return await self.extension.fire_timers()
+
+    async def _catch_up(self) -> None:
+        if self._timers_seen_at != self.clock.now:
+            await self.fire_timers()
 
     # -- acting ----------------------------------------------------------------------------------------------------
     async def send_message(self, name: str, payload: Mapping[str, Any], *, ttl: int = 0,
                            message_instance_uuid: str | None = None) -> Outcome:
         """Send a message as the HTTP API would; ``ttl`` > 0 (with a ``message_instance_uuid``) buffers it."""
+        await self._catch_up()
         return await self.extension.send_message(name, payload, ttl=ttl,
                                                  message_instance_uuid=message_instance_uuid)
 
     async def start_process(self, process_id: str, data: Mapping[str, Any] | None = None) -> Outcome:
         """Start a process through its plain start event."""
+        await self._catch_up()
         return await self.extension.start_process(process_id, data)
 
     async def complete_task(self, instance: int | Outcome | InstanceView, task: str,
                             data: Mapping[str, Any] | None = None) -> Outcome:
         """Complete a READY user, manual or plain task (by element id, or guid) with ``data``, as a person would."""
+        await self._catch_up()
         return await self.extension.complete_task(_instance_id(instance), task, data)
 
     async def cancel_message(self, message_instance_uuid: str) -> Any:
@@ -199,10 +217,12 @@ class BpmnHarness:
         """The instance as it is now: status, data, the messages it waits for, its error."""
         __tracebackhide__ = True  # a failure points at the test's line, not here
         instance_id = _instance_id(instance)
+        await self._catch_up()
         view = await self.extension.runtime.reads.instance_view(instance_id)
         row = view.instance
         return InstanceView(id=row.id, process_key=row.process_key, status=row.status, data=view.data,
-                            waiting_for=[Wait.from_json(w) for w in view.waiting_for], error=row.error,
+                            waiting_for=[Wait.from_json(w) for w in view.waiting_for if w.get("kind") != "timer"],
+                            timers=[w for w in view.waiting_for if w.get("kind") == "timer"], error=row.error,
                             tasks=[t.as_json() for t in view.tasks])
 
     # -- checking ----------------------------------------------------------------------------------------------------
@@ -244,6 +264,25 @@ class BpmnHarness:
         if not any(task in (t["element_id"], t["id"]) for t in view.tasks):
             raise AssertionError(f"expected a READY task {task!r}, but {view.describe()}")
         return view
+
+    async def assert_timer_waiting(self, instance: int | Outcome | InstanceView, element_id: str) -> InstanceView:
+        """The instance waits at the timer event ``element_id`` (its due time is in ``view.timers``)."""
+        __tracebackhide__ = True  # a failure points at the test's line, not here
+        view = await self.instance(instance)
+        if not any(t["element_id"] == element_id for t in view.timers):
+            raise AssertionError(f"expected a timer at {element_id!r} to be waiting, but {view.describe()}")
+        return view
+
+    async def assert_completed(self, instance: int | Outcome | InstanceView, element_id: str) -> None:
+        """The element ``element_id`` ran to completion in the instance: the path taken went through it."""
+        __tracebackhide__ = True  # a failure points at the test's line, not here
+        instance_id = _instance_id(instance)
+        await self._catch_up()
+        task = await self.extension.runtime.tasks.task(instance_id, element_id)
+        if task.state != "COMPLETED":
+            view = await self.instance(instance_id)
+            raise AssertionError(f"expected {element_id!r} to have completed, but it is {task.state}; "
+                                 f"{view.describe()}")
 
     async def assert_data(self, instance: int | Outcome | InstanceView, expected: Mapping[str, Any] | None = None,
                           /, **fields: Any) -> InstanceView:

@@ -39,8 +39,8 @@ class Reads:
 
     async def metrics(self) -> bytes:
         """The Prometheus text exposition, gauges counted in the database now."""
-        buffered, waiting = await self.store.read(lambda tx: tx.gauges())
-        return metrics.exposition(buffered, waiting)
+        buffered, waiting, timers = await self.store.read(lambda tx: tx.gauges())
+        return metrics.exposition(buffered, waiting, timers)
 
     async def ready(self) -> None:
         """Readiness: the database answers its cheapest read (one row, which also proves the schema is there).
@@ -52,7 +52,7 @@ class Reads:
     async def invariant_violations(self) -> list[str]:
         """What breaks the invariants, in words (empty when all hold). They hold after every completed request:
 
-        no instance is ``waiting`` with nothing to wait for (no indexed wait and no timer); no message is left
+        no instance is ``waiting`` with nothing to wait for (no indexed wait and no indexed timer); no message is left
         ``running``; every delivered message has exactly one ``receive`` row.
         """
 
@@ -60,9 +60,8 @@ class Reads:
             found = []
             for row in tx.waiting_instances_without_waits():
                 view = self.core.view(tx, row)
-                if not view.timers:
-                    found.append(f"process instance {row.id} ({row.process_key}) is waiting with nothing to wait "
-                                 f"for (waits it shows: {view.waiting_for})")
+                found.append(f"process instance {row.id} ({row.process_key}) is waiting with nothing indexed to "
+                             f"wait for (waits it shows: {view.waiting_for})")
             found += [f"message {m.id} ({m.name}, {m.message_type}) is left running"
                       for m in tx.messages_left_running()]
             found += [f"message {send_id} was delivered but has {n} receive rows"

@@ -181,8 +181,9 @@ class Router:
                      shared=[correlation_lock(scoped.name)])
         for waiting in tx.find_waiting_tasks(scoped.name, scoped.group, pairs):
             applied = self.core.apply(tx, Deliver(msg, waiting.task_id), waiting.instance_id)
-            if applied is not None:  # else the index said yes and SpiffWorkflow no: next candidate
+            if applied is not None and applied.message is not None:
                 return Outcome.of("delivered", applied), msg
+            # else the index said yes and SpiffWorkflow no, or an overdue timer took the wait first: next one
         start = self.catalog.pick_start(scoped)
         if start is not None:
             applied = self.core.apply(tx, StartByMessage(msg, start))

@@ -1,4 +1,4 @@
-"""One catalog's working set: the core, the router, human tasks, upkeep and reads over one store.
+"""One catalog's working set: the core, the router, human tasks, timers, upkeep and reads over one store.
 
 A reload makes a new one and swaps it in one assignment, so a request keeps the runtime it started with and never
 sees two catalogs."""
@@ -12,6 +12,7 @@ from .reads import Reads
 from .router import Router
 from .store import Store
 from .tasks import Tasks
+from .timers import Timers
 from .upkeep import Upkeep
 
 
@@ -24,6 +25,7 @@ class Runtime:
         self.upkeep = Upkeep(self.router)
         self.reads = Reads(store, core)
         self.tasks = Tasks(self.router)
+        self.timers = Timers(self.router)
 
     @classmethod
     def create(cls, catalog: Catalog, engine: Engine, store: Store, max_ttl_seconds: int) -> Runtime:

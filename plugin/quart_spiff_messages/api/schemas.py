@@ -124,10 +124,15 @@ class BufferedOut(BaseModel):
 
 
 class WaitOut(BaseModel):
-    message_name: str
+    """A message the instance waits for (``kind`` message), or a timer it waits at (``kind`` timer)."""
+
+    kind: Literal["message", "timer"]
     element_id: str
-    correlation_keys: dict[str, Any]
-    accepts_any: bool
+    message_name: str | None = None
+    correlation_keys: dict[str, Any] | None = None
+    accepts_any: bool | None = None
+    timer_type: Literal["duration", "date", "cycle"] | None = None
+    due_at_in_seconds: float | None = None
 
 
 class TaskOut(BaseModel):

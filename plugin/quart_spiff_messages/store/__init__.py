@@ -30,11 +30,21 @@ from ..names import ancestor_groups, group_path
 from . import db
 from . import statements as sql
 from .models import MESSAGE_STATUSES
-from .records import InstanceRecord, MessageRecord, Page, WaitingTask, WaitRow, record
+from .records import (
+    InstanceRecord,
+    MessageRecord,
+    Page,
+    TimerRow,
+    TimerStartRecord,
+    WaitingTask,
+    WaitRow,
+    record,
+)
 from .sqlite import SqliteStore
 
 __all__ = ["MESSAGE_STATUSES", "AlreadyExists", "Busy", "Committed", "InstanceRecord", "MessageFilter",
-           "MessageRecord", "Page", "Store", "Tx", "WaitRow", "WaitingTask", "correlation_lock"]
+           "MessageRecord", "Page", "Store", "TimerRow", "TimerStartRecord", "Tx", "WaitRow", "WaitingTask",
+           "correlation_lock"]
 
 T = TypeVar("T")
 RETRY_STATES = {"40P01", "40001"}  # deadlock detected, serialization failure: run the transaction again
@@ -46,6 +56,7 @@ ATTEMPTS = 4
 FINISHED = ("completed", "cancelled", "not_accepted", "failed")
 
 M, P, S, K = sql.MESSAGES, sql.INSTANCES, sql.SUBSCRIPTIONS, sql.MESSAGE_KEYS  # messages, process instances, ...
+TM, TS = sql.TIMERS, sql.TIMER_STARTS
 
 
 class Busy(Exception):
@@ -137,6 +148,7 @@ class Committed(Generic[T]):
     value: T
     outbox: tuple[int, ...]
     events: tuple[Event, ...] = ()
+    next_due: float | None = None  # the nearest due time of a timer it wrote (given to ``Store.on_due``)
 
 
 class Store:
@@ -155,6 +167,8 @@ class Store:
         self.unavailable_seconds = unavailable_seconds  # how long a lost database is retried before a 503
         # called with the events of every committed transaction, after the commit (the extension sends signals)
         self.on_commit: Callable[[Sequence[Event]], Awaitable[None]] | None = None
+        # called after a commit that wrote a timer, with its nearest due time (the timer scheduler wakes early)
+        self.on_due: Callable[[float], None] | None = None
         self.dialect = make_url(self.url).get_backend_name()
         self._pg: async_sessionmaker[AsyncSession] | None = None
         self._sqlite: SqliteStore | None = None
@@ -183,7 +197,7 @@ class Store:
             value = work(tx)
             if tx.events:
                 tx.write_events()
-            return Committed(value, tuple(tx.outbox), tuple(tx.events))
+            return Committed(value, tuple(tx.outbox), tuple(tx.events), tx.next_due)
 
         if self._sqlite is not None:
             sqlite = self._sqlite
@@ -209,6 +223,8 @@ class Store:
         too long, :class:`AlreadyExists` when a unique key was taken first.
         """
         done = await self._attempts(work, write=True)
+        if done.next_due is not None and self.on_due is not None:
+            self.on_due(done.next_due)
         if done.events and self.on_commit is not None:
             await self.on_commit(done.events)
         return done
@@ -284,6 +300,7 @@ class Tx:
         self.now = store.clock()
         self.outbox: list[int] = []
         self.events: list[Event] = []
+        self.next_due: float | None = None
 
     @property
     def conn(self) -> Connection:
@@ -350,7 +367,8 @@ class Tx:
     def waiting_instances_without_waits(self) -> list[InstanceRecord]:
         """Instances in ``waiting`` that the index has no wait for (the invariants check reads their state)."""
         indexed = select(S.c.id).where(S.c.process_instance_id == P.c.id).exists()
-        rows = self.conn.execute(select(P).where(P.c.status == "waiting", ~indexed).order_by(P.c.id)).mappings()
+        timed = select(TM.c.id).where(TM.c.process_instance_id == P.c.id).exists()
+        rows = self.conn.execute(select(P).where(P.c.status == "waiting", ~indexed, ~timed).order_by(P.c.id)).mappings()
         return [record(InstanceRecord, r) for r in rows]
 
     # -- subscriptions ------------------------------------------------------------------------------------------
@@ -373,6 +391,82 @@ class Tx:
                 for k, w in wanted.items()]
         added = self.conn.execute(sql.insert_waits(self.store.dialect), rows).all()
         return [wanted[(t, m, k, d)] for t, m, k, d in added]
+
+    # -- timers -------------------------------------------------------------------------------------------------
+    def sync_timers(self, instance_id: int, timers: Sequence[TimerRow]) -> None:
+        """Make the timer index say exactly ``timers`` for the instance (a cycle's row moves to its next due)."""
+        if not timers:
+            self.conn.execute(sql.DELETE_TIMERS, {"instance_id": instance_id})
+            return
+        self.conn.execute(sql.DELETE_OTHER_TIMERS,
+                          {"instance_id": instance_id, "keep": [(t.task_id, t.element_id) for t in timers]})
+        self.conn.execute(sql.upsert_timers(self.store.dialect), [
+            {"process_instance_id": instance_id, "task_id": t.task_id, "element_id": t.element_id,
+             "timer_type": t.timer_type, "due_at": t.due_at, "created_at": self.now} for t in timers])
+        self.due_at(min(t.due_at for t in timers))
+
+    def due_at(self, when: float) -> None:
+        """Note a due time written in this transaction (the scheduler is told the nearest after the commit)."""
+        self.next_due = when if self.next_due is None else min(self.next_due, when)
+
+    def claim_due_timer(self) -> int | None:
+        """The instance of the timer due longest ago, locked; instances another transaction holds are skipped
+        (PostgreSQL; SQLite's one writer serializes the claims)."""
+        stmt = sql.CLAIM_DUE_TIMER if self.store.dialect == "postgresql" else sql.NEXT_DUE_TIMER
+        found = self.conn.execute(stmt, {"now": self.now}).scalar_one_or_none()
+        return int(found) if found is not None else None
+
+    def postpone_timers(self, instance_id: int, when: float) -> None:
+        """Move the instance's timers that are due now to ``when``."""
+        self.conn.execute(update(TM).where(TM.c.process_instance_id == instance_id, TM.c.due_at <= self.now)
+                          .values(due_at=when))
+
+    def drop_timers(self, instance_id: int) -> None:
+        self.conn.execute(sql.DELETE_TIMERS, {"instance_id": instance_id})
+
+    def instance_timers(self, instance_id: int) -> list[TimerRow]:
+        rows = self.conn.execute(select(TM).where(TM.c.process_instance_id == instance_id)
+                                 .order_by(TM.c.due_at, TM.c.id)).mappings()
+        return [record(TimerRow, r) for r in rows]
+
+    def next_timer_due(self) -> float | None:
+        """The nearest due time of any timer or timer start event (None: nothing is scheduled)."""
+        timer = self.conn.execute(select(func.min(TM.c.due_at))).scalar_one_or_none()
+        start = self.conn.execute(select(func.min(TS.c.next_due))).scalar_one_or_none()
+        due = [float(d) for d in (timer, start) if d is not None]
+        return min(due) if due else None
+
+    def timers_pending(self) -> int:
+        return int(self.conn.execute(select(func.count()).select_from(TM)).scalar_one())
+
+    def timer_starts(self) -> list[TimerStartRecord]:
+        rows = self.conn.execute(select(TS).order_by(TS.c.process_key, TS.c.element_id)).mappings()
+        return [record(TimerStartRecord, r) for r in rows]
+
+    def put_timer_start(self, rec: TimerStartRecord) -> None:
+        """Write a schedule; one that exists is replaced (its expression changed)."""
+        self.conn.execute(delete(TS).where(TS.c.process_key == rec.process_key, TS.c.element_id == rec.element_id))
+        self.conn.execute(sql.TIMER_STARTS.insert(), dataclasses.asdict(rec))
+        if rec.next_due is not None:
+            self.due_at(rec.next_due)
+
+    def drop_timer_start(self, process_key: str, element_id: str) -> None:
+        self.conn.execute(delete(TS).where(TS.c.process_key == process_key, TS.c.element_id == element_id))
+
+    def claim_due_timer_start(self) -> TimerStartRecord | None:
+        """The schedule due longest ago, locked (others skip it on PostgreSQL)."""
+        stmt = sql.NEXT_DUE_TIMER_START
+        if self.store.dialect == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        found = self.conn.execute(stmt, {"now": self.now}).mappings().first()
+        return record(TimerStartRecord, found) if found is not None else None
+
+    def save_timer_start(self, rec: TimerStartRecord) -> None:
+        self.conn.execute(update(TS).where(TS.c.process_key == rec.process_key, TS.c.element_id == rec.element_id)
+                          .values(next_due=rec.next_due, cycles_left=rec.cycles_left, started=rec.started,
+                                  updated_at=self.now))
+        if rec.next_due is not None:
+            self.due_at(rec.next_due)
 
     def find_waiting_tasks(self, message_name: str, scope: str, keys: Sequence[tuple[str, str]],
                            limit: int = 8) -> list[WaitingTask]:
@@ -569,12 +663,12 @@ class Tx:
         return int(self.conn.execute(stmt.returning(table.c.generation)).scalar_one())
 
     # -- reads --------------------------------------------------------------------------------------------------
-    def gauges(self) -> tuple[int, int]:
-        """(buffered messages, waiting catch points) for the metrics."""
+    def gauges(self) -> tuple[int, int, int]:
+        """(buffered messages, waiting catch points, pending timers) for the metrics."""
         buffered = self.conn.execute(select(func.count()).select_from(M).where(M.c.status == "ready")).scalar_one()
         waits = select(S.c.process_instance_id, S.c.task_id).distinct().subquery()
         waiting = self.conn.execute(select(func.count()).select_from(waits)).scalar_one()
-        return int(buffered), int(waiting)
+        return int(buffered), int(waiting), self.timers_pending()
 
     def list_messages(self, flt: MessageFilter, page: int, per_page: int) -> Page[MessageRecord]:
         cond: list[Any] = []

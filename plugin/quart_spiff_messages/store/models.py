@@ -70,6 +70,45 @@ class Subscription(Base):
     )
 
 
+class Timer(Base):
+    """One row per timer an instance waits at, with its due time: what the scheduler claims, oldest due first.
+
+    Written and removed in the instance's own transaction (the core's settle step), so a row exists exactly while
+    its task waits.
+    """
+
+    __tablename__ = "spiff_timer"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    process_instance_id: Mapped[int] = mapped_column(
+        ForeignKey("spiff_process_instance.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[str] = mapped_column(String(36))
+    element_id: Mapped[str] = mapped_column(String(255))
+    timer_type: Mapped[str] = mapped_column(String(16))
+    due_at: Mapped[float] = mapped_column(Double, index=True)
+    created_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (Index("ux_spiff_timer_task", "process_instance_id", "task_id", "element_id", unique=True),)
+
+
+class TimerStart(Base):
+    """The schedule of one timer start event: when it next starts an instance and how many starts are left.
+
+    One row per (process, start event) for every worker and host: a start and the row's step to its next due time
+    are one transaction, so each due time starts one instance. Kept when the cycles run out (``next_due`` null), so
+    a restart does not begin the schedule again; rebuilt when the expression changes.
+    """
+
+    __tablename__ = "spiff_timer_start"
+    process_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    element_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    expression: Mapped[str] = mapped_column(Text)
+    next_due: Mapped[float | None] = mapped_column(Double, nullable=True, index=True)
+    cycles_left: Mapped[int] = mapped_column(Integer)  # -1: for ever
+    interval_seconds: Mapped[float] = mapped_column(Double)
+    started: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
 class MessageInstance(Base):
     __tablename__ = "spiff_message_instance"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -67,6 +67,30 @@ class WaitRow:
 
 
 @dataclass(frozen=True)
+class TimerRow:
+    """A timer an instance waits at, as the store indexes it (built by the core from the engine's timers)."""
+
+    task_id: str
+    element_id: str
+    timer_type: str
+    due_at: float
+
+
+@dataclass(frozen=True)
+class TimerStartRecord:
+    """The schedule of one timer start event (see the ``spiff_timer_start`` table)."""
+
+    process_key: str
+    element_id: str
+    expression: str
+    next_due: float | None
+    cycles_left: int
+    interval_seconds: float
+    started: int
+    updated_at: float
+
+
+@dataclass(frozen=True)
 class WaitingTask:
     """A task the subscription index says waits for a message: where a delivery is offered."""
 

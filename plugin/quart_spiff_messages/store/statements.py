@@ -16,7 +16,17 @@ from sqlalchemy import Table, bindparam, delete, func, insert, literal, select, 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from .models import CatalogGeneration, Event, MessageInstance, MessageKey, ProcessInstance, ProcessSpec, Subscription
+from .models import (
+    CatalogGeneration,
+    Event,
+    MessageInstance,
+    MessageKey,
+    ProcessInstance,
+    ProcessSpec,
+    Subscription,
+    Timer,
+    TimerStart,
+)
 
 MESSAGES: Table = MessageInstance.__table__  # type: ignore[assignment]
 INSTANCES: Table = ProcessInstance.__table__  # type: ignore[assignment]
@@ -25,6 +35,8 @@ MESSAGE_KEYS: Table = MessageKey.__table__  # type: ignore[assignment]
 SPECS: Table = ProcessSpec.__table__  # type: ignore[assignment]
 GENERATION: Table = CatalogGeneration.__table__  # type: ignore[assignment]
 EVENTS: Table = Event.__table__  # type: ignore[assignment]
+TIMERS: Table = Timer.__table__  # type: ignore[assignment]
+TIMER_STARTS: Table = TimerStart.__table__  # type: ignore[assignment]
 
 MESSAGE_COLUMNS = tuple(c.key for c in MESSAGES.columns if c.key != "id")
 
@@ -48,6 +60,21 @@ DELETE_WAITS = delete(SUBSCRIPTIONS).where(SUBSCRIPTIONS.c.process_instance_id =
 DELETE_OTHER_WAITS = DELETE_WAITS.where(
     tuple_(SUBSCRIPTIONS.c.task_id, SUBSCRIPTIONS.c.message_name, SUBSCRIPTIONS.c.key_name,
            SUBSCRIPTIONS.c.values_digest).not_in(bindparam("keep", expanding=True)))
+
+DELETE_TIMERS = delete(TIMERS).where(TIMERS.c.process_instance_id == bindparam("instance_id"))
+DELETE_OTHER_TIMERS = DELETE_TIMERS.where(
+    tuple_(TIMERS.c.task_id, TIMERS.c.element_id).not_in(bindparam("keep", expanding=True)))
+NEXT_DUE_TIMER = (select(TIMERS.c.process_instance_id).where(TIMERS.c.due_at <= bindparam("now"))
+                  .order_by(TIMERS.c.due_at, TIMERS.c.id).limit(1))
+# PostgreSQL: lock the instance, as a delivery does first, skipping instances others hold (a delivery to one fires
+# its due timers itself); locking the timer row first would take the two locks in the other order.
+CLAIM_DUE_TIMER = (select(TIMERS.c.process_instance_id)
+                   .join(INSTANCES, INSTANCES.c.id == TIMERS.c.process_instance_id)
+                   .where(TIMERS.c.due_at <= bindparam("now"))
+                   .order_by(TIMERS.c.due_at, TIMERS.c.id).limit(1)
+                   .with_for_update(of=INSTANCES, skip_locked=True))
+NEXT_DUE_TIMER_START = (select(TIMER_STARTS).where(TIMER_STARTS.c.next_due <= bindparam("now"))
+                        .order_by(TIMER_STARTS.c.next_due).limit(1))
 
 
 def in_group(group_path: Any) -> Any:
@@ -91,3 +118,13 @@ def insert_waits(dialect: str) -> Any:
     return (insert_(SUBSCRIPTIONS).on_conflict_do_nothing()
             .returning(SUBSCRIPTIONS.c.task_id, SUBSCRIPTIONS.c.message_name, SUBSCRIPTIONS.c.key_name,
                        SUBSCRIPTIONS.c.values_digest))
+
+
+@functools.lru_cache(maxsize=4)
+def upsert_timers(dialect: str) -> Any:
+    """Insert timers, or move an indexed one to its new due time (a cycle's next)."""
+    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert_(TIMERS)
+    return stmt.on_conflict_do_update(
+        index_elements=[TIMERS.c.process_instance_id, TIMERS.c.task_id, TIMERS.c.element_id],
+        set_={"due_at": stmt.excluded.due_at, "timer_type": stmt.excluded.timer_type})
