@@ -126,6 +126,8 @@ class InstanceView:
     waiting_for: list[Wait] = field(default_factory=list)
     error: dict[str, Any] | None = None
     tasks: list[dict[str, Any]] = field(default_factory=list)  # READY human tasks (element_id, id, name, ...)
+    # service tasks called so far: operator, params, attempts, last_error, status (waiting, completed, failed)
+    service_tasks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def waiting_for_names(self) -> list[str]:
@@ -135,6 +137,10 @@ class InstanceView:
         """Several lines that say what the instance is doing: for assertion messages."""
         lines = [f"process instance {self.id} of {self.process_key!r}: status {self.status!r}"]
         lines.append("  waiting for: " + ("; ".join(str(w) for w in self.waiting_for) or "nothing"))
+        if self.service_tasks:
+            lines.append("  service tasks: " + ", ".join(
+                f"{s['element_id']} ({s['operator']}, {s['status']}, {s['attempts']} failed attempts)"
+                for s in self.service_tasks))
         if self.tasks:
             lines.append("  ready tasks: " + ", ".join(f"{t['element_id']} ({t['type']})" for t in self.tasks))
         if self.error:
@@ -202,8 +208,9 @@ class BpmnHarness:
         view = await self.extension.runtime.reads.instance_view(instance_id)
         row = view.instance
         return InstanceView(id=row.id, process_key=row.process_key, status=row.status, data=view.data,
-                            waiting_for=[Wait.from_json(w) for w in view.waiting_for], error=row.error,
-                            tasks=[t.as_json() for t in view.tasks])
+                            waiting_for=[Wait.from_json(w) for w in view.waiting_for if w.get("message_name")],
+                            error=row.error, tasks=[t.as_json() for t in view.tasks],
+                            service_tasks=[s.as_json() for s in view.services])
 
     # -- checking ----------------------------------------------------------------------------------------------------
     async def assert_invariants(self) -> None:
@@ -277,8 +284,11 @@ def _instance_id(instance: int | Outcome | InstanceView) -> int:
 
 # -- building the app ---------------------------------------------------------------------------------------------
 def make_spiff_app(bpmn_dir: str | Path, database_url: str, clock: Clock | None = None,
-                   config: Mapping[str, Any] | None = None) -> SpiffMessages:
-    """A Quart app serving ``bpmn_dir`` on ``database_url``, with the extension on it (``ext.app``); not started."""
+                   config: Mapping[str, Any] | None = None, **options: Any) -> SpiffMessages:
+    """A Quart app serving ``bpmn_dir`` on ``database_url``, with the extension on it (``ext.app``); not started.
+
+    ``options`` go to :class:`~quart_spiff_messages.SpiffMessages` (``script_functions``, ``service_handlers``,
+    ``authorize``, ``identify``, ...)."""
     from quart import Quart
 
     from .extension import SpiffMessages
@@ -286,7 +296,7 @@ def make_spiff_app(bpmn_dir: str | Path, database_url: str, clock: Clock | None 
     app = Quart("spiff_messages_test")
     app.config.update(SPIFF_MESSAGES_BPMN_DIR=str(bpmn_dir), SPIFF_MESSAGES_DATABASE_URL=database_url)
     app.config.update(config or {})
-    return SpiffMessages(app, clock=clock)
+    return SpiffMessages(app, clock=clock, **options)
 
 
 def _resolve_bpmn_dir(request: pytest.FixtureRequest) -> Path:
@@ -340,10 +350,19 @@ def spiff_config() -> dict[str, Any]:
 
 
 @pytest.fixture
+def spiff_script_functions() -> dict[str, Callable[..., Any]]:
+    """Host functions the diagrams' scripts call (name -> function); override it to give them, like Arena's test
+    runner mocks its script functions. A function with a ``context`` parameter gets the script's context."""
+    return {}
+
+
+@pytest.fixture
 def spiff_extension(spiff_bpmn_dir: Path, spiff_database_url: str, spiff_clock: ManualClock,
-                    spiff_config: dict[str, Any]) -> SpiffMessages:
+                    spiff_config: dict[str, Any],
+                    spiff_script_functions: dict[str, Callable[..., Any]]) -> SpiffMessages:
     """The extension of ``spiff_app`` (its ``.app``); its Python API works once ``spiff_app`` has started."""
-    return make_spiff_app(spiff_bpmn_dir, spiff_database_url, spiff_clock, spiff_config)
+    return make_spiff_app(spiff_bpmn_dir, spiff_database_url, spiff_clock, spiff_config,
+                          script_functions=spiff_script_functions)
 
 
 @_async_fixture

@@ -60,7 +60,7 @@ class Reads:
             found = []
             for row in tx.waiting_instances_without_waits():
                 view = self.core.view(tx, row)
-                if not view.timers:
+                if not view.timers and not any(s.status == "waiting" for s in view.services):
                     found.append(f"process instance {row.id} ({row.process_key}) is waiting with nothing to wait "
                                  f"for (waits it shows: {view.waiting_for})")
             found += [f"message {m.id} ({m.name}, {m.message_type}) is left running"

@@ -204,14 +204,19 @@ class ScriptEngine(PythonScriptEngine):  # type: ignore[misc]
     def __init__(self, functions: Mapping[str, Callable[..., Any]] | None = None,
                  on_service: Callable[[Any, str, Mapping[str, Any]], Any] | None = None) -> None:
         super().__init__(environment=SafeExpressionEnvironment())
-        self.functions = {name: host_function(fn) for name, fn in (functions or {}).items()}
+        self.functions: Mapping[str, Callable[..., Any]] = functions if functions is not None else {}
+        self._wrapped: dict[Callable[..., Any], HostFunction] = {}
         self.on_service = on_service
 
     def names(self, task: Any, external_context: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Arena's environment, then the host functions bound to ``task`` (the host's win over Arena's names)."""
         names = dict(ENVIRONMENT)
         if self.functions:
             context = script_context(task)
-            for name, hf in self.functions.items():
+            for name, fn in self.functions.items():
+                hf = self._wrapped.get(fn)
+                if hf is None:
+                    hf = self._wrapped[fn] = host_function(fn)
                 names[name] = partial(hf.fn, context=context) if hf.wants_context else hf.fn
         names.update(external_context or {})
         return names

@@ -130,6 +130,20 @@ class WaitOut(BaseModel):
     accepts_any: bool
 
 
+class ServiceTaskOut(BaseModel):
+    """A service task: waiting for its handler's (or a callback's) result, completed, or failed."""
+
+    type: str  # service_task
+    task_guid: str
+    element_id: str
+    name: str | None = None
+    operator: str
+    params: dict[str, Any]
+    attempts: int  # failed attempts so far
+    last_error: str | None = None
+    status: str  # waiting | completed | failed
+
+
 class TaskOut(BaseModel):
     id: str
     task_guid: str
@@ -147,8 +161,9 @@ class TaskOut(BaseModel):
 
 class ProcessInstanceDetailOut(ProcessInstanceOut):
     data: dict[str, Any]
-    waiting_for: list[WaitOut]
+    waiting_for: list[WaitOut | ServiceTaskOut]  # messages, and service tasks waiting for their result
     tasks: list[TaskOut]  # READY user, manual and plain tasks
+    service_tasks: list[ServiceTaskOut] = []
 
 
 class DeliveredOut(BaseModel):
