@@ -31,7 +31,7 @@ from .engine import Engine, HumanTask
 from .events import Event
 from .outcomes import Outcome
 from .runtime import Runtime
-from .services import Handler, Services
+from .services import DEFAULT_KEY, Handler, Services, load_handlers
 from .store import MessageRecord, Store
 
 EXTENSION_KEY = "spiff_messages"
@@ -154,6 +154,11 @@ class SpiffMessages:
                           if self.authorize is not None else True,
                           identify=lambda request: self.identify(request) if self.identify is not None else None)
         app.extensions[EXTENSION_KEY] = state
+        if settings.service_handlers:  # handlers named in the configuration; those given here win
+            named = load_handlers(settings.service_handlers)
+            if self.default_service_handler is None and DEFAULT_KEY in named:
+                self.default_service_handler = named[DEFAULT_KEY]
+            self.service_handlers = {**{k: v for k, v in named.items() if k != DEFAULT_KEY}, **self.service_handlers}
         app.register_blueprint(create_blueprint(settings), url_prefix=settings.url_prefix or None)
         if settings.metrics_path:
             app.register_blueprint(create_metrics_blueprint(settings))

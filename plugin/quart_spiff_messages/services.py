@@ -17,6 +17,7 @@ may each call one). A result for a task that no longer waits is refused (409 ove
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import json
 import logging
@@ -94,7 +95,9 @@ class Services:
             call = ServiceCall(operator, dict(service.get("params") or {}), instance_id, task_guid,
                                str(service.get("element_id", "")), attempt)
             try:
-                result = handler(call)
+                # a plain function runs in a thread: a blocking handler must not stall the worker's requests
+                result = handler(call) if inspect.iscoroutinefunction(handler) else \
+                    await asyncio.to_thread(handler, call)
                 if inspect.isawaitable(result):
                     result = await result
                 json.dumps(result, allow_nan=False)  # what is not JSON is the handler's failure
@@ -194,6 +197,20 @@ class Services:
         for task in list(self._running.values()):
             task.cancel()
         await asyncio.gather(*list(self._running.values()), return_exceptions=True)
+
+
+DEFAULT_KEY = "*"  # in a handler mapping: the handler of every operator without one of its own
+
+
+def load_handlers(path: str) -> dict[str, Handler]:
+    """The handler mapping a ``module:name`` path names (``SPIFF_MESSAGES_SERVICE_HANDLERS``)."""
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"service handlers {path!r}: expected module:name")
+    found = getattr(importlib.import_module(module_name), attr)
+    if not isinstance(found, Mapping):
+        raise ValueError(f"service handlers {path!r} is a {type(found).__name__}, not a mapping of operator ids")
+    return dict(found)
 
 
 def _pending_after(tx: Tx, after: int) -> list[int]:
