@@ -152,3 +152,28 @@ async def test_the_callback_and_retry_have_actions_of_their_own(client: Any, ext
     retry = await client.post(f"/v1.0/process-instances/{instance_id}/retry")
     assert (callback.status_code, retry.status_code) == (403, 403)
     assert asked[-2:] == ["complete_service_task", "retry_process_instance"]
+
+
+class TestThePytestPluginMocksServices:
+    @pytest.fixture
+    def spiff_service_results(self) -> dict[str, Any]:
+        def flaky(call: ServiceCall) -> dict[str, Any]:
+            if call.attempt == 1:
+                raise TimeoutError("slow")
+            return {"n": call.params["n"] + 1}
+
+        return {"http/GetRequestV2": {"status": "shipped"}, "flaky/op": flaky}
+
+    async def test_a_value_and_a_callable_per_operator(self, spiff: BpmnHarness) -> None:
+        order = await spiff.send_message("svc_order_placed", {"order_id": "P-1"})
+        await spiff.assert_data(order, shipped=True, response={"status": "shipped"})
+        flaky = await spiff.start_process("svc_flaky", {"n": 1})
+        view = await spiff.assert_data(flaky, doubled=4)
+        assert view.service_tasks[0]["attempts"] == 1
+
+    async def test_an_operator_without_a_result_waits_for_the_callback(self, spiff: BpmnHarness) -> None:
+        remote = await spiff.start_process("svc_remote", {"job": "J-9"})
+        view = await spiff.assert_status(remote, "waiting")
+        assert [(s["operator"], s["status"]) for s in view.service_tasks] == [("remote/worker", "waiting")]
+        await spiff.complete_service_task(remote, "svc_remote_call", {"ok": True})
+        await spiff.assert_data(remote, done=True)
