@@ -105,3 +105,33 @@ def test_warnings_in_text_carry_file_and_line() -> None:
     assert result.exit_code == 0
     assert "WARNING throw_without_payload:" in result.output
     assert "throw_without_payload.bpmn:14]" in result.output
+
+
+def test_unknown_script_names_and_unhandled_operators_with_file_and_line(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from .conftest import CASES
+
+    root = tmp_path / "bpmn"
+    shutil.copytree(CASES / "services", root)
+    source = (root / "services.bpmn").read_text()
+    (root / "services.bpmn").write_text(source.replace('shipped = response["status"] == "shipped"',
+                                                       'shipped = response["status"] == wanted_status'))
+    result = CliRunner().invoke(main, ["check", str(root)])
+    assert result.exit_code == 0, result.output  # warnings only
+    lines = result.output.splitlines()
+    [unknown] = [line for line in lines if line.startswith("WARNING unknown_script_name")]
+    assert "'wanted_status'" in unknown and "svc_order_after" in unknown and "services.bpmn:" in unknown
+    assert "'response'" not in result.output and "'order'" not in result.output  # the process sets those
+    unhandled = [line for line in lines if "service_operator_without_handler:" in line]
+    assert len(unhandled) == 3 and all(line.startswith("WARNING") and "services.bpmn:" in line for line in unhandled)
+    assert "'http/GetRequestV2'" in unhandled[1] and "services.bpmn:18]" in unhandled[1]
+
+    (tmp_path / "my_handlers.py").write_text("HANDLERS = {'http/GetRequestV2': print, 'flaky/op': print}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    strict = CliRunner().invoke(main, ["check", str(root), "--strict", "--service-handlers", "my_handlers:HANDLERS",
+                                       "--json"])
+    assert strict.exit_code == 1, strict.output
+    report = json.loads(strict.output)
+    errors = [f for f in report["findings"] if f["level"] == "error"]
+    assert [(f["code"], f["element_id"]) for f in errors] == [("service_operator_without_handler", "svc_remote_call")]
+    assert errors[0]["line"] == 62 and errors[0]["file"].endswith("services.bpmn")

@@ -105,6 +105,15 @@ CONFIG_KEYS: dict[str, tuple[str, str, str]] = {
     "READINESS_TIMEOUT_SECONDS": ("app", "number > 0",
                                   "How long the readiness probe waits for the database before it answers `503`. "
                                   "Keep it below the probe's own timeout."),
+    "SERVICE_ATTEMPTS": ("app", "integer ≥ 1",
+                         "How many times a service task's handler is called when it raises, before the instance "
+                         "stops in `error` with an incident naming the operator, the attempts and the last error."),
+    "SERVICE_BACKOFF_SECONDS": ("app", "number ≥ 0",
+                                "Pause before a handler's second call; doubled before each later one."),
+    "SERVICE_HANDLERS": ("app", "module:name",
+                         "A mapping of service operator ids to handlers, imported at start-up (how "
+                         "`spiff-messages serve` and `check` learn them); the key `*` handles every other operator. "
+                         "Handlers given to `SpiffMessages(...)` win."),
     "HOST": ("serve", "string", "Address `spiff-messages serve` binds."),
     "PORT": ("serve", "integer", "Port `spiff-messages serve` binds."),
     "WORKERS": ("serve", "integer ≥ 1",

@@ -15,10 +15,14 @@ if TYPE_CHECKING:
     from .errors import SpiffMessagesError
     from .extension import SpiffMessages
     from .outcomes import Outcome
+    from .scripts import ScriptContext
+    from .services import ServiceCall
 
-__all__ = ["Catalog", "CatalogError", "ConfigError", "Outcome", "Settings", "SpiffMessages", "SpiffMessagesError"]
+__all__ = ["Catalog", "CatalogError", "ConfigError", "Outcome", "ScriptContext", "ServiceCall", "Settings",
+           "SpiffMessages", "SpiffMessagesError"]
 _HOME = {"Catalog": "catalog", "CatalogError": "catalog", "ConfigError": "config", "Settings": "config",
-         "SpiffMessages": "extension", "Outcome": "outcomes", "SpiffMessagesError": "errors"}
+         "SpiffMessages": "extension", "Outcome": "outcomes", "SpiffMessagesError": "errors",
+         "ScriptContext": "scripts", "ServiceCall": "services"}
 
 
 def __getattr__(name: str) -> Any:

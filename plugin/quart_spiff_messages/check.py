@@ -6,11 +6,14 @@ are things that load but will surprise at run time.
 
 from __future__ import annotations
 
+import ast
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .catalog import Catalog, CatalogError, CatchPoint, ProcessEntry, ThrowPoint, locate
+from .scripts import environment_names
 
 
 @dataclass(frozen=True)
@@ -57,13 +60,19 @@ def _where(point: dict[str, Any]) -> str:
     return f"{point['file']}:{point['line']}" if point.get("line") else str(point.get("file"))
 
 
-def check(root: Path | str) -> Report:
+def check(root: Path | str, *, script_functions: Iterable[str] = (), service_operators: Iterable[str] = (),
+          default_service_handler: bool = False, strict: bool = False) -> Report:
+    """``script_functions``: the host's function names; ``service_operators``: the operators with a handler
+    (``default_service_handler``: every operator has one). ``strict``: an unhandled operator is an error."""
     report = Report(str(root))
     try:
         catalog = Catalog.load(root)
     except CatalogError as exc:
         report.findings.append(Finding("error", "load_error", exc.reason, exc.file, exc.line, exc.element_id))
         return report
+    report.findings += _script_findings(catalog, frozenset(script_functions))
+    if not default_service_handler:
+        report.findings += _service_findings(catalog, frozenset(service_operators), strict)
     for name, points in sorted(catalog.starts.items()):
         for s in points:
             file = catalog.processes[s.process_key].file
@@ -152,4 +161,108 @@ def _catch_findings(catalog: Catalog, c: CatchPoint, file: str) -> list[Finding]
                              "spiffworkflow:processVariableCorrelation, no plain start to take it from start data): "
                              "it can only ever accept any message of that name", where, locate(where, c.element_id),
                              c.element_id))
+    return found
+
+
+# -- scripts and service tasks ------------------------------------------------------------------------------------
+def _task_specs(entry: ProcessEntry) -> Iterator[Any]:
+    for spec in (entry.spec, *entry.subprocess_specs.values()):
+        yield from spec.task_specs.values()
+
+
+def _scripts(ts: Any) -> Iterator[str]:
+    for attr in ("prescript", "script", "postscript"):
+        text = getattr(ts, attr, None)
+        if isinstance(text, str) and text.strip():
+            yield text
+
+
+def _assigned(tree: ast.AST) -> set[str]:
+    """Names a script binds: assignments, loop and with targets, imports, functions, classes."""
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            out.add(node.id)
+        elif isinstance(node, ast.ClassDef):
+            out.add(node.name)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out.add(node.name)
+            out.update(a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            out.update((a.asname or a.name).partition(".")[0] for a in node.names)
+        elif isinstance(node, ast.Lambda):
+            out.update(a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg))
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            out.add(node.name)
+    return out
+
+
+def _process_names(entry: ProcessEntry) -> set[str]:
+    """What the process itself puts in its data: names its scripts assign, message variables, service result
+    variables, data objects and loop items."""
+    names: set[str] = set()
+    for ts in _task_specs(entry):
+        for script in _scripts(ts):
+            try:
+                names |= _assigned(ast.parse(script))
+            except SyntaxError:
+                continue
+        for attr in ("result_variable", "input_item", "output_item", "output_collection"):
+            value = getattr(ts, attr, None)
+            name = getattr(value, "bpmn_id", value)
+            if isinstance(name, str):
+                names.add(name)
+        ed = getattr(ts, "event_definition", None)
+        for md in [ed, *getattr(ed, "event_definitions", ())]:
+            if isinstance(getattr(md, "message_var", None), str):
+                names.add(md.message_var)
+    for spec in (entry.spec, *entry.subprocess_specs.values()):
+        names |= set(getattr(spec, "data_objects", {}) or {})
+    return names
+
+
+def _script_findings(catalog: Catalog, host_functions: frozenset[str]) -> list[Finding]:
+    """A name a script reads that nothing provides: not a builtin, an environment name or a host function, and
+    not set by the process (a script, message variable, result variable...). It may come from start data."""
+    known_everywhere = environment_names() | host_functions
+    found = []
+    for entry in catalog.processes.values():
+        known = known_everywhere | _process_names(entry)
+        for ts in _task_specs(entry):
+            for script in _scripts(ts):
+                try:
+                    tree = ast.parse(script)
+                except SyntaxError as exc:
+                    file = _file_of(entry, ts.bpmn_id)
+                    found.append(Finding("warning", "script_syntax_error",
+                                         f"the script of {ts.bpmn_id} in {entry.key} does not parse: {exc.msg} "
+                                         f"(script line {exc.lineno})", file, locate(file, ts.bpmn_id), ts.bpmn_id))
+                    continue
+                reported: set[str] = set()
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in known \
+                            and node.id not in reported:
+                        reported.add(node.id)
+                        file = _file_of(entry, ts.bpmn_id)
+                        found.append(Finding(
+                            "warning", "unknown_script_name",
+                            f"the script of {ts.bpmn_id} in {entry.key} reads {node.id!r} (script line "
+                            f"{node.lineno}), which is not a builtin, an environment name or a host function, and "
+                            "nothing in the process sets it: a NameError unless the start data has it", file,
+                            locate(file, ts.bpmn_id), ts.bpmn_id))
+    return found
+
+
+def _service_findings(catalog: Catalog, handled: frozenset[str], strict: bool) -> list[Finding]:
+    found = []
+    for entry in catalog.processes.values():
+        for ts in _task_specs(entry):
+            operator = getattr(ts, "operation_name", None)
+            if isinstance(operator, str) and operator not in handled:
+                file = _file_of(entry, ts.bpmn_id)
+                found.append(Finding(
+                    "error" if strict else "warning", "service_operator_without_handler",
+                    f"service task {ts.bpmn_id} in {entry.key} calls {operator!r}, which has no handler: it waits "
+                    "until a remote worker completes it (PUT .../tasks/{instance}/{task}/callback)", file,
+                    locate(file, ts.bpmn_id), ts.bpmn_id))
     return found

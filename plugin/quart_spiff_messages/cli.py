@@ -151,13 +151,22 @@ def _safe(url: str) -> str:
 @main.command("check")
 @click.argument("bpmn_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def check_command(bpmn_dir: str, as_json: bool) -> None:
+@_option("SERVICE_HANDLERS", "--service-handlers", default="", metavar="MODULE:NAME",
+         help="The host's mapping of service operator ids to handlers (key * for all others).")
+@click.option("--script-functions", default="", metavar="MODULE:NAME",
+              help="The host's mapping of script function names to functions.")
+@click.option("--strict", is_flag=True, help="A service operator without a handler is an error.")
+def check_command(bpmn_dir: str, as_json: bool, service_handlers: str, script_functions: str, strict: bool) -> None:
     """Load BPMN_DIR as serve does and report its messages, correlations and problems (exit 1 on errors)."""
     import json
 
     from .check import check
+    from .services import DEFAULT_KEY, load_handlers
 
-    report = check(bpmn_dir)
+    handlers = load_handlers(service_handlers) if service_handlers else {}
+    functions = load_handlers(script_functions) if script_functions else {}
+    report = check(bpmn_dir, script_functions=functions, service_operators=handlers,
+                   default_service_handler=DEFAULT_KEY in handlers, strict=strict)
     click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.as_text())
     sys.exit(0 if report.ok else 1)
 

@@ -41,6 +41,9 @@ class Settings:
     liveness_path: str = "/livez"  # empty: not served
     readiness_path: str = "/readyz"  # empty: not served
     readiness_timeout_seconds: float = 1.0  # below a probe's usual 1-2 s timeout, far above a healthy query
+    service_attempts: int = 3  # calls of a raising service handler before the instance stops in error
+    service_backoff_seconds: float = 1.0  # pause before the 2nd call; doubled before each later one
+    service_handlers: str = ""  # "module:name" of a mapping operator id -> handler ("*": every other operator)
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> Settings:
@@ -92,6 +95,9 @@ class Settings:
             liveness_path=paths["LIVENESS_PATH"],
             readiness_path=paths["READINESS_PATH"],
             readiness_timeout_seconds=_positive("READINESS_TIMEOUT_SECONDS", get("READINESS_TIMEOUT_SECONDS", 1.0)),
+            service_attempts=max(1, int(_number("SERVICE_ATTEMPTS", get("SERVICE_ATTEMPTS", 3)))),
+            service_backoff_seconds=_number("SERVICE_BACKOFF_SECONDS", get("SERVICE_BACKOFF_SECONDS", 1.0)),
+            service_handlers=str(get("SERVICE_HANDLERS", "")),
         )
 
 

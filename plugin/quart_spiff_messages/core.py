@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import Catalog, ProcessEntry, StartPoint
-from .engine import Engine, HumanTask, Instance, TimerWait
-from .errors import TaskAmbiguous, TaskNotFound, TaskNotReady
+from .engine import Engine, HumanTask, Instance, ServiceWait, TimerWait
+from .errors import ServiceTaskNotWaiting, TaskAmbiguous, TaskNotFound, TaskNotReady
 from .events import INSTANCE_STATUS_EVENTS
+from .scripts import RunInfo, current_caller
 from .store import Committed, InstanceRecord, MessageRecord, Store, TimerRow, Tx, WaitRow, correlation_lock
 
 # A delivery can make an instance take buffered messages, which can make it wait again: bound the chain.
@@ -92,6 +93,25 @@ class FireTimers:
 
 
 @dataclass(frozen=True)
+class CompleteService:
+    """A waiting service task's result, from the host's handler or a remote worker's callback."""
+
+    task: str  # its guid (or element id)
+    result: Any
+    message: None = None
+
+    def act(self, engine: Engine, inst: Instance) -> bool:
+        done = engine.complete_service(inst, self.task, self.result)
+        if done == "not_found":
+            raise TaskNotFound(f"process instance has no task {self.task!r}", task=self.task)
+        if done == "ambiguous":
+            raise TaskAmbiguous(f"several tasks are {self.task!r}: name one by its guid", task=self.task)
+        if done == "not_waiting":
+            raise ServiceTaskNotWaiting(f"task {self.task!r} waits for no service result", task=self.task)
+        return True
+
+
+@dataclass(frozen=True)
 class StartByTimer:
     """A new instance through the timer start event ``element_id`` (its schedule said it is due)."""
 
@@ -103,7 +123,31 @@ class StartByTimer:
         return core.engine.start_by_timer(self.entry, self.element_id)
 
 
-Action = Deliver | StartByMessage | StartWithData | CompleteTask | FireTimers | StartByTimer
+@dataclass(frozen=True)
+class FailService:
+    """A handler's attempt failed; ``give_up``: the last one, the instance stops in ``error``."""
+
+    task: str
+    error: str
+    give_up: bool
+    message: None = None
+
+    def act(self, engine: Engine, inst: Instance) -> bool:
+        return engine.service_failed(inst, self.task, self.error, self.give_up)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Run the failed tasks of an instance in ``error`` again, on the catalog's current spec of its process."""
+
+    message: None = None
+
+    def act(self, engine: Engine, inst: Instance) -> bool:
+        return engine.retry(inst)
+
+
+Action = (Deliver | StartByMessage | StartWithData | CompleteTask | FireTimers | StartByTimer | CompleteService
+          | FailService | Retry)
 
 
 @dataclass(frozen=True)
@@ -124,6 +168,7 @@ class InstanceView:
     waiting_for: list[dict[str, Any]]  # messages, then timers (``kind``)
     timers: list[TimerWait]
     tasks: list[HumanTask]  # READY user, manual and plain tasks
+    services: list[ServiceWait] = field(default_factory=list)  # service tasks called so far, with their attempts
 
 
 class Core:
@@ -165,20 +210,27 @@ class Core:
             row = tx.add_instance(process_key=entry.key, process_id=entry.process_id, group=entry.group,
                                   spec_version=entry.spec_version)
             tx.record_event("instance_started", row.id, process_model_identifier=entry.key)
+            inst.run_info = _run_info(row)
             ready_before: set[str] = set()
             took = True
         else:
             if instance_id is None:
                 raise ValueError(f"{type(action).__name__} needs the instance it is for")
             found = tx.lock_instance(instance_id)
-            if found is None or found.status in ("complete", "error"):
+            retry = isinstance(action, Retry)
+            if found is None or found.status == "complete" or (found.status == "error") != retry:
                 return None
-            row, inst, before = found, self.engine.load(found.state, self.entry(tx, found)), found
+            row, before = found, found
+            inst = self._load_current(tx, found) if retry else self.engine.load(found.state, self.entry(tx, found))
+            inst.run_info = _run_info(row)
             ready_before = {t.id for t in self.engine.human_tasks(inst)}
+            ready_before |= {s.task_id for s in self.engine.service_tasks(inst, waiting_only=True)}
             fired, had_timers = self.timers_first(inst, tx.now)
             took = action.act(self.engine, inst)
             if not took and not fired:
                 return None
+            if inst.entry.spec_version != row.spec_version:
+                row = tx.set_spec_version(row, inst.entry.spec_version)
         self.engine.run(inst)
         consumed = self._received(tx, action.message, row, inst) if took and action.message is not None else None
         for timer in fired:
@@ -233,6 +285,19 @@ class Core:
             if task.id not in ready_before:
                 tx.record_event("task_ready", row.id, task_guid=task.id, element_id=task.element_id, name=task.name,
                                 type=task.type)
+        for service in self.engine.service_tasks(inst, waiting_only=True):
+            if service.task_id not in ready_before:  # the service dispatcher calls its handler after the commit
+                tx.record_event("service_task_waiting", row.id, **service.as_json())
+
+    def _load_current(self, tx: Tx, row: InstanceRecord) -> Instance:
+        """The instance on the catalog's current spec of its process (a fix reloaded since), else on its own."""
+        current = self.catalog.process(row.process_key)
+        if current is not None and current.spec_version != row.spec_version:
+            try:
+                return self.engine.load(row.state, current)
+            except Exception:  # the state does not fit the new spec: run the old one again
+                pass
+        return self.engine.load(row.state, self.entry(tx, row))
 
     def _take_buffered(self, tx: Tx, row: InstanceRecord, inst: Instance, added: Sequence[WaitRow]) -> bool:
         """Deliver the oldest ready message that one of the new waits accepts; True if one was delivered."""
@@ -278,9 +343,12 @@ class Core:
         """An instance's current data and what it waits for, read from its state (not from the index)."""
         inst = self.engine.load(row.state, self.entry(tx, row))
         timers = self.engine.timers(inst)
-        return InstanceView(row, self.engine.task_data(inst),
-                            [w.as_json() for w in self.engine.waits(inst)] + [t.as_json() for t in timers],
-                            timers, self.engine.human_tasks(inst))
+        services = self.engine.service_tasks(inst)
+        waiting = [w.as_json() for w in self.engine.waits(inst)]
+        waiting += [{"kind": "service_task", **s.as_json()} for s in services if s.status == "waiting"]
+        waiting += [t.as_json() for t in timers]
+        return InstanceView(row, self.engine.task_data(inst), waiting, timers, self.engine.human_tasks(inst),
+                            services)
 
     def task(self, tx: Tx, row: InstanceRecord, task_ref: str) -> HumanTask | None:
         """One task of an instance (by guid, or by element id), read from its state."""
@@ -301,3 +369,8 @@ class Core:
                 ProcessEntry(row.process_key, row.process_id, row.process_group, "", row.spec_version, None, {},
                              current), spec_json)
         return self._old_specs[cache_key]
+
+
+def _run_info(row: InstanceRecord) -> RunInfo:
+    """What host functions called by the instance's scripts learn about the run (and who caused it)."""
+    return RunInfo(row.id, row.process_id, row.process_group, row.process_key, current_caller.get())

@@ -52,13 +52,14 @@ def compile_expression(source: str) -> CompiledExpression:
 
 
 def evaluate(source: str, context: Mapping[str, Any], extra_globals: Mapping[str, Any] | None = None) -> Any:
-    """Evaluate ``source`` with the names it reads taken from ``context`` (never its callees)."""
+    """Evaluate ``source`` with the names it reads taken from ``context`` (never its callees, never a name of
+    ``extra_globals``: data cannot replace what the environment provides)."""
     compiled = compile_expression(source)
     scope: dict[str, Any] = {"__builtins__": _BUILTINS}
     if extra_globals:
         scope.update(extra_globals)
     for name in compiled.value_names:
-        if name in context:
+        if name in context and not (extra_globals and name in extra_globals):
             scope[name] = context[name]
     return eval(compiled.code, scope)
 

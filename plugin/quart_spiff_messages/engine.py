@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,7 +20,6 @@ from typing import Any
 from uuid import UUID, uuid5
 
 from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
-from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine, TaskDataEnvironment
 from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
 from SpiffWorkflow.bpmn.serializer.default.workflow import BpmnWorkflowConverter, WorkflowConverter
 from SpiffWorkflow.bpmn.specs.event_definitions import MessageEventDefinition, MultipleEventDefinition
@@ -39,6 +38,7 @@ from SpiffWorkflow.util.task import TaskState
 
 from .catalog import ProcessEntry, StartPoint, message_definitions
 from .correlation import KeyValue, evaluate, expected_key_value
+from .scripts import RunInfo, ScriptEngine
 
 # -- one clock ------------------------------------------------------------------------------------------------
 # SpiffWorkflow computes and compares due times with ``datetime.now(timezone.utc)``. While the core applies an
@@ -60,15 +60,6 @@ class _ClockDatetime(datetime):
 
 
 spiff_timer.datetime = _ClockDatetime
-
-
-class SafeExpressionEnvironment(TaskDataEnvironment):  # type: ignore[misc]
-    """Expressions read data names from the context but never let data replace a function they call."""
-
-    def evaluate(self, expression: str, context: Mapping[str, Any],
-                 external_context: Mapping[str, Any] | None = None) -> Any:
-        extra = {**self.globals, **(external_context or {})}
-        return evaluate(expression, context, extra)
 
 
 class _SpeclessWorkflowConverter(BpmnWorkflowConverter):  # type: ignore[misc]
@@ -145,25 +136,74 @@ class Thrown:
 
 @dataclass(frozen=True)
 class ProcessFailure:
-    """A script or expression failed while the instance ran; the instance stops in ``error``."""
+    """A script or expression failed while the instance ran (or a service task's handler gave up); the instance
+    stops in ``error``. ``details`` says more for a service task: its operator, attempts and last error."""
 
     task: str | None
     task_name: str | None
     error_type: str
     message: str
+    details: Mapping[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {"task": self.task, "task_name": self.task_name, "error_type": self.error_type,
-                "message": self.message}
+                "message": self.message, **(self.details or {})}
+
+
+# A service task's record in its task's internal data: operator, evaluated parameters, attempts, last error. While
+# the task waits for its result the PENDING key is there too (start-up recovery looks for it in saved states).
+SERVICE = "spiff_messages_service"
+PENDING = "spiff_messages_service_pending"
+_RESULT = "spiff_messages_service_result"
+
+
+class ServicePending(Exception):
+    """Raised inside SpiffWorkflow by a service task that has no result yet: :meth:`Engine.run` parks it."""
+
+    def __init__(self, task: Any) -> None:
+        super().__init__(f"service task {task.task_spec.bpmn_id} waits for its result")
+        self.task = task
+
+
+def _service_call(task: Any, operator: str, params: Mapping[str, Any]) -> str:
+    """The script engine's ``call_service``: the result, once the host gave one; else the task waits for it."""
+    data = task.internal_data
+    if _RESULT in data:
+        return json.dumps(data.pop(_RESULT))
+    values = {k: v.get("value") if isinstance(v, Mapping) else v for k, v in params.items()}
+    data[SERVICE] = {"operator": operator, "params": _json_value(values), "attempts": 0, "last_error": None,
+                     "status": "waiting"}
+    data[PENDING] = True
+    raise ServicePending(task)
+
+
+@dataclass(frozen=True)
+class ServiceWait:
+    """A service task: what it calls, with which parameters, and how its attempts went."""
+
+    task_id: str
+    element_id: str
+    name: str | None
+    operator: str
+    params: dict[str, Any]
+    attempts: int
+    last_error: str | None
+    status: str  # waiting | completed | failed
+
+    def as_json(self) -> dict[str, Any]:
+        return {"type": "service_task", "task_guid": self.task_id,
+                "element_id": self.element_id, "name": self.name, "operator": self.operator, "params": self.params,
+                "attempts": self.attempts, "last_error": self.last_error, "status": self.status}
 
 
 class Instance:
-    """A live workflow plus the catalog entry it runs on."""
+    """A live workflow plus the catalog entry it runs on; ``run_info`` tells host functions where they run."""
 
     def __init__(self, workflow: Any, entry: ProcessEntry) -> None:
         self.workflow = workflow
         self.entry = entry
         self.failure: ProcessFailure | None = None
+        self.run_info: RunInfo | None = None
 
 
 class Engine:
@@ -174,12 +214,13 @@ class Engine:
     value from the instance's data, evaluated with the catch's own retrieval expressions.
     """
 
-    def __init__(self, correlate_from_data: bool = True) -> None:
+    def __init__(self, correlate_from_data: bool = True,
+                 script_functions: Mapping[str, Callable[..., Any]] | None = None) -> None:
         config = dict(SPIFF_CONFIG)
         config[BpmnWorkflow] = _SpeclessWorkflowConverter
         self._serializer = BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(config))
         self._spec_serializer = BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(dict(SPIFF_CONFIG)))
-        self.script_engine = PythonScriptEngine(environment=SafeExpressionEnvironment())
+        self.script_engine = ScriptEngine(script_functions, on_service=_service_call)
         self.correlate_from_data = correlate_from_data
 
     # -- specs -------------------------------------------------------------------------------------------------
@@ -360,13 +401,94 @@ class Engine:
         return _human_task(task) if task is not None and task is not _AMBIGUOUS else None
 
     def run(self, inst: Instance) -> None:
-        """Run to the next wait; a script or expression that fails stops the instance in ``error``."""
-        try:
-            inst.workflow.do_engine_steps()
-        except Exception as exc:  # a script raising anything is a process error, not a server error
-            inst.failure = _failure(exc)
-            return
+        """Run to the next wait; a script or expression that fails stops the instance in ``error``.
+
+        A service task without its result stays STARTED: the instance waits for the host (see :mod:`.services`).
+        """
+        inst.workflow._spiff_messages_run = inst.run_info  # what host functions are told (not serialized)
+        while True:
+            try:
+                inst.workflow.do_engine_steps()
+            except ServicePending as pending:  # SpiffWorkflow marked it ERROR on the way out
+                pending.task._set_state(TaskState.STARTED)
+                continue
+            except Exception as exc:  # a script raising anything is a process error, not a server error
+                inst.failure = _failure(exc)
+                return
+            break
         inst.workflow.is_completed()  # an interrupted process has no End task left: done when nothing is open
+
+    # -- service tasks -----------------------------------------------------------------------------------------
+    def service_tasks(self, inst: Instance, waiting_only: bool = False) -> list[ServiceWait]:
+        """The instance's service tasks that were called (with attempts and outcome); ``waiting_only``: those
+        that wait for their result now."""
+        out = []
+        for task in inst.workflow.get_tasks():
+            record = task.internal_data.get(SERVICE)
+            if not isinstance(record, Mapping):
+                continue
+            waiting = bool(task.internal_data.get(PENDING)) and task.state == TaskState.STARTED
+            if waiting_only and not waiting:
+                continue
+            status = "waiting" if waiting else "failed" if task.state == TaskState.ERROR else str(record["status"])
+            spec = task.task_spec
+            out.append(ServiceWait(str(task.id), str(spec.bpmn_id), getattr(spec, "bpmn_name", None),
+                                   str(record["operator"]), dict(record["params"]), int(record["attempts"]),
+                                   record.get("last_error"), status))
+        return out
+
+    def _waiting_service_task(self, inst: Instance, task_ref: str) -> tuple[str, Any]:
+        task = self._find_task(inst, task_ref)
+        if task is None or task is _AMBIGUOUS:
+            return ("not_found" if task is None else "ambiguous"), None
+        if task.state != TaskState.STARTED or not task.internal_data.get(PENDING):
+            return "not_waiting", task
+        return "waiting", task
+
+    def complete_service(self, inst: Instance, task_ref: str, result: Any) -> str:
+        """Give a waiting service task its result: it runs again and sets its result variable (when the instance
+        runs). ``completed``, ``not_waiting`` (it exists but waits for no result), ``not_found``, ``ambiguous``."""
+        found, task = self._waiting_service_task(inst, task_ref)
+        if found != "waiting":
+            return found
+        task.internal_data.pop(PENDING)
+        task.internal_data[_RESULT] = _json_value(result)
+        task.internal_data[SERVICE] = {**task.internal_data[SERVICE], "status": "completed"}
+        task._set_state(TaskState.READY)
+        return "completed"
+
+    def service_failed(self, inst: Instance, task_ref: str, error: str, give_up: bool) -> bool:
+        """Count a failed attempt of a waiting service task; ``give_up``: the instance stops in ``error`` with an
+        incident naming the operator, the attempts and the last error. False if the task waits for nothing."""
+        found, task = self._waiting_service_task(inst, task_ref)
+        if found != "waiting":
+            return False
+        record = dict(task.internal_data[SERVICE])
+        record.update(attempts=int(record["attempts"]) + 1, last_error=error)
+        task.internal_data[SERVICE] = record
+        if give_up:
+            task.internal_data.pop(PENDING)
+            record["status"] = "failed"
+            task._set_state(TaskState.ERROR)
+            inst.failure = ProcessFailure(
+                task=str(task.task_spec.bpmn_id), task_name=getattr(task.task_spec, "bpmn_name", None),
+                error_type="ServiceTaskFailed",
+                message=f"service task {task.task_spec.bpmn_id!r} ({record['operator']}) failed "
+                        f"{record['attempts']} times; last error: {error}",
+                details={"operator": record["operator"], "attempts": record["attempts"], "last_error": error,
+                         "task_guid": str(task.id)})
+        return True
+
+    def retry(self, inst: Instance) -> bool:
+        """Make the failed tasks of an instance in ``error`` READY again (a service task calls its handler anew,
+        a script runs again); False if none failed."""
+        failed = inst.workflow.get_tasks(state=TaskState.ERROR)
+        for task in failed:
+            record = task.internal_data.get(SERVICE)
+            if isinstance(record, Mapping):
+                task.internal_data.pop(SERVICE)
+            task._set_state(TaskState.READY)
+        return bool(failed)
 
     # -- what an instance waits for ----------------------------------------------------------------------------
     @staticmethod
@@ -666,6 +788,11 @@ def _evaluate_all(props: list[Any], data: Mapping[str, Any]) -> dict[str, Any] |
         except Exception:
             return None
     return values
+
+
+def _json_value(value: Any) -> Any:
+    """A JSON-shaped copy (what is not JSON becomes its text), as the state and the answers keep it."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _json_data(data: Mapping[str, Any]) -> dict[str, Any]:

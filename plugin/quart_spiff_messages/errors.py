@@ -123,6 +123,20 @@ class TaskAmbiguous(SpiffMessagesError):
     error_code = "task_ambiguous"
 
 
+class ServiceTaskNotWaiting(SpiffMessagesError):
+    """The task exists but waits for no service result (completed already, failed, or not a service task)."""
+
+    status = 409
+    error_code = "service_task_not_waiting"
+
+
+class InstanceNotInError(SpiffMessagesError):
+    """Only an instance in ``error`` can be retried."""
+
+    status = 409
+    error_code = "process_instance_not_in_error"
+
+
 class CatalogLoadError(SpiffMessagesError):
     status = 422
     error_code = "catalog_load_error"

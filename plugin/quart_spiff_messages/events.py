@@ -30,6 +30,7 @@ message_expired = _signals.signal("spiff-messages.message-expired")
 message_cancelled = _signals.signal("spiff-messages.message-cancelled")
 task_ready = _signals.signal("spiff-messages.task-ready")
 timer_fired = _signals.signal("spiff-messages.timer-fired")
+service_task_waiting = _signals.signal("spiff-messages.service-task-waiting")
 
 SIGNALS = {
     "instance_started": instance_started, "instance_waiting": instance_waiting,
@@ -37,6 +38,7 @@ SIGNALS = {
     "message_delivered": message_delivered, "message_buffered": message_buffered,
     "message_not_accepted": message_not_accepted, "message_expired": message_expired,
     "message_cancelled": message_cancelled, "task_ready": task_ready, "timer_fired": timer_fired,
+    "service_task_waiting": service_task_waiting,
 }
 # What an instance's status after a change tells the host.
 INSTANCE_STATUS_EVENTS = {"waiting": "instance_waiting", "user_input_required": "instance_waiting",

@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from quart import Quart, Request, current_app
 from quart_schema import Info, QuartSchema
@@ -31,12 +31,15 @@ from .engine import Engine, HumanTask
 from .events import Event
 from .outcomes import Outcome
 from .runtime import Runtime
+from .services import DEFAULT_KEY, Handler, Services, load_handlers
 from .store import MessageRecord, Store
 from .timers import Alarm
 
 EXTENSION_KEY = "spiff_messages"
 log = logging.getLogger("quart_spiff_messages")
-Authorize = Callable[[Request, str], bool | Awaitable[bool]]
+Authorize = Callable[[Request, str], Any]  # truthy allows; a mapping allows and says who the caller is
+Identify = Callable[[Request], Any]  # what host functions are told about the caller (may be async)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -46,8 +49,10 @@ class _AppState:
     settings: Settings
     clock: Clock
     authorize: Authorize
+    identify: Identify | None = None
     _runtime: Runtime | None = None
     _store: Store | None = None
+    services: Services | None = None  # calls the host's service handlers (while the app serves)
     sweeper: asyncio.Task[None] | None = None
     timer_loop: asyncio.Task[None] | None = None
     alarm: Alarm | None = None
@@ -116,15 +121,33 @@ class SpiffMessages:
     """Mount message routing on a Quart app."""
 
     def __init__(self, app: Quart | None = None, *, clock: Clock | None = None,
-                 authorize: Authorize | None = None) -> None:
+                 authorize: Authorize | None = None, identify: Identify | None = None,
+                 script_functions: Mapping[str, Callable[..., Any]] | None = None,
+                 service_handlers: Mapping[str, Handler] | None = None,
+                 default_service_handler: Handler | None = None) -> None:
         """``authorize(request, action)`` (optional, may be async) lets the host app allow or refuse (403) each
         request; actions: send_message, cancel_message, list_messages (the messages page too), read_message_models,
         start_process, read_process_instance, list_process_instances, read_task, complete_task, read_events,
         reload_catalog, read_metrics. Signals (``quart_spiff_messages.events``) go out after each commit, with the
-        app as sender."""
+        app as sender.
+
+        ``script_functions`` (or the :meth:`script_function` decorator) are functions BPMN scripts and expressions
+        can call; one with a ``context`` parameter gets a :class:`~quart_spiff_messages.scripts.ScriptContext`
+        (instance, process, task, and ``caller``: what ``identify(request)`` returned, or the mapping ``authorize``
+        returned, for the request that caused the run).
+
+        ``service_handlers`` (operator id -> handler, or the :meth:`service_handler` decorator) do the work of
+        service tasks: ``async def handler(call: ServiceCall) -> result``, called after the commit that made the
+        instance wait, retried with backoff when it raises; ``default_service_handler`` takes every operator without
+        one of its own. A service task with no handler waits for ``PUT /tasks/{instance}/{task}/callback``.
+        More actions for ``authorize``: complete_service_task (the callback), retry_process_instance."""
         self.app = app
         self.clock: Clock = clock or time.time
         self.authorize = authorize
+        self.identify = identify
+        self.script_functions: dict[str, Callable[..., Any]] = dict(script_functions or {})
+        self.service_handlers: dict[str, Handler] = dict(service_handlers or {})
+        self.default_service_handler = default_service_handler
         if app is not None:
             self.init_app(app)
 
@@ -132,8 +155,14 @@ class SpiffMessages:
         settings = Settings.from_mapping(app.config)
         state = _AppState(settings=settings, clock=lambda: self.clock(),
                           authorize=lambda request, action: self.authorize(request, action)
-                          if self.authorize is not None else True)
+                          if self.authorize is not None else True,
+                          identify=lambda request: self.identify(request) if self.identify is not None else None)
         app.extensions[EXTENSION_KEY] = state
+        if settings.service_handlers:  # handlers named in the configuration; those given here win
+            named = load_handlers(settings.service_handlers)
+            if self.default_service_handler is None and DEFAULT_KEY in named:
+                self.default_service_handler = named[DEFAULT_KEY]
+            self.service_handlers = {**{k: v for k, v in named.items() if k != DEFAULT_KEY}, **self.service_handlers}
         app.register_blueprint(create_blueprint(settings), url_prefix=settings.url_prefix or None)
         if settings.metrics_path:
             app.register_blueprint(create_metrics_blueprint(settings))
@@ -172,19 +201,30 @@ class SpiffMessages:
                       state.settings.database_retry_seconds)
         try:
             await store.upgrade()
-            engine = Engine(correlate_from_data=state.settings.correlate_from_data)
+            engine = Engine(correlate_from_data=state.settings.correlate_from_data,
+                            script_functions=self.script_functions)
             await _save_specs(store, engine, catalog)
             state.generation = await store.read(lambda tx: tx.catalog_generation())
             state.reload_lock = asyncio.Lock()  # this serving loop's own
         except BaseException:
             await store.dispose()
             raise
-        store.on_commit = lambda events: signals.send(app, events)
-        state._store = store
+        services = Services(lambda: state.runtime, self.service_handlers, lambda: self.default_service_handler,
+                            state.settings.service_attempts, state.settings.service_backoff_seconds)
+
+        async def on_commit(events: Sequence[Event]) -> None:
+            await signals.send(app, events)
+            await services.on_events(events)
+
+        store.on_commit = on_commit
+        state._store, state.services = store, services
         state._runtime = Runtime.create(catalog, engine, store, state.settings.max_ttl_seconds)
         recovered = await state._runtime.upkeep.recover()
         if recovered:
             log.info("re-offered %d thrown messages left ready by an earlier run", recovered)
+        called = await services.recover()
+        if called:
+            log.info("called the handlers of %d service tasks left waiting by an earlier run", called)
         await state._runtime.timers.schedule_starts()
         loop = asyncio.get_running_loop()
         state.sweeper = loop.create_task(self._sweep_forever(state))
@@ -234,12 +274,72 @@ class SpiffMessages:
                 and state.alarm.ring in self.clock.listeners:
             self.clock.listeners.remove(state.alarm.ring)
         state.alarm = None
+        if state.services is not None:
+            await state.services.stop()
+            state.services = None
         if state._store is not None:
             await state._store.dispose()
         state._store = None
         state._runtime = None
 
+    # -- host functions -----------------------------------------------------------------------------------------
+    @overload
+    def script_function(self, fn: F, /) -> F: ...
+
+    @overload
+    def script_function(self, name: str | None = None, /) -> Callable[[F], F]: ...
+
+    def script_function(self, arg: Any = None, /) -> Any:
+        """Decorator: make a function callable from BPMN scripts, under its own name or ``name``::
+
+            @messages.script_function
+            def current_user(context): return context.caller["user"]
+        """
+        def register(fn: F, name: str | None = None) -> F:
+            self.script_functions[name or fn.__name__] = fn
+            return fn
+
+        if callable(arg):
+            return register(arg)
+        return lambda fn: register(fn, arg)
+
+    def service_handler(self, operator: str | None = None) -> Callable[[F], F]:
+        """Decorator: the handler of service tasks with this operator id (None: of every operator without one)::
+
+            @messages.service_handler("http/GetRequestV2")
+            async def get(call: ServiceCall) -> dict: ...
+        """
+        def register(fn: F) -> F:
+            if operator is None:
+                self.default_service_handler = fn
+            else:
+                self.service_handlers[operator] = fn
+            return fn
+
+        return register
+
     # -- Python API ---------------------------------------------------------------------------------------------
+    @property
+    def services(self) -> Services:
+        """The service dispatcher (while the app serves)."""
+        services = self._state().services
+        if services is None:
+            raise RuntimeError("quart-spiff-messages is not started: run inside the app (before_serving)")
+        return services
+
+    async def complete_service_task(self, instance_id: int, task: str, result: Any) -> Outcome:
+        """Complete a waiting service task with ``result`` (what a remote worker's callback does)."""
+        return await self.services.complete(instance_id, task, result)
+
+    async def retry(self, instance_id: int) -> Outcome:
+        """Run the failed task of an instance in ``error`` again, on the current spec of its process (reload a fixed
+        folder first, or fix the handler); ``InstanceNotInError`` (409) for an instance that is not in error."""
+        return await self.services.retry(instance_id)
+
+    async def settle_services(self) -> None:
+        """Wait until no service handler call is under way (their results applied)."""
+        await self.services.settle()
+
     def _state(self) -> _AppState:
         app = self.app if self.app is not None else current_app
         state: _AppState = app.extensions[EXTENSION_KEY]

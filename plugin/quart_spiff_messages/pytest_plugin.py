@@ -19,7 +19,9 @@ the instances did::
 The BPMN folder comes from the ``@pytest.mark.spiff_bpmn(path)`` marker (a relative path is read from the test
 file's folder), else from the ``spiff_messages_bpmn_dir`` ini option (relative to the ini file's folder).
 
-Fixtures: ``spiff`` (a :class:`BpmnHarness`), ``spiff_app`` (the started Quart app), ``spiff_client`` (its test
+Fixtures: ``spiff`` (a :class:`BpmnHarness`), ``spiff_script_functions`` (host functions for the scripts) and
+``spiff_service_results`` (mocked service results per operator id: a value or a callable),
+``spiff_app`` (the started Quart app), ``spiff_client`` (its test
 client), ``spiff_extension`` (its :class:`~quart_spiff_messages.SpiffMessages`), ``spiff_clock`` (a
 :class:`ManualClock`: ``advance`` it to expire buffered messages), and the ones a project overrides to change the
 set-up: ``spiff_bpmn_dir``, ``spiff_database_url`` (e.g. to use PostgreSQL) and ``spiff_config`` (extra
@@ -127,6 +129,8 @@ class InstanceView:
     error: dict[str, Any] | None = None
     tasks: list[dict[str, Any]] = field(default_factory=list)  # READY human tasks (element_id, id, name, ...)
     timers: list[dict[str, Any]] = field(default_factory=list)  # timers it waits at (element_id, due_at_in_seconds)
+    # service tasks called so far: operator, params, attempts, last_error, status (waiting, completed, failed)
+    service_tasks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def waiting_for_names(self) -> list[str]:
@@ -139,6 +143,10 @@ class InstanceView:
         if self.timers:
             lines.append("  timers: " + ", ".join(f"{t['element_id']} due at {t['due_at_in_seconds']}"
                                                    for t in self.timers))
+        if self.service_tasks:
+            lines.append("  service tasks: " + ", ".join(
+                f"{s['element_id']} ({s['operator']}, {s['status']}, {s['attempts']} failed attempts)"
+                for s in self.service_tasks))
         if self.tasks:
             lines.append("  ready tasks: " + ", ".join(f"{t['element_id']} ({t['type']})" for t in self.tasks))
         if self.error:
@@ -204,6 +212,19 @@ class BpmnHarness:
         """Cancel a buffered message."""
         return await self.extension.cancel_message(message_instance_uuid)
 
+    async def settle(self) -> None:
+        """Wait until the service handlers called so far have returned and their results are applied (every look
+        at an instance does this first)."""
+        await self.extension.settle_services()
+
+    async def complete_service_task(self, instance: int | Outcome | InstanceView, task: str, result: Any) -> Outcome:
+        """Complete a waiting service task (by element id, or guid) with ``result``, as a remote worker would."""
+        return await self.extension.complete_service_task(_instance_id(instance), task, result)
+
+    async def retry(self, instance: int | Outcome | InstanceView) -> Outcome:
+        """Run the failed task of an instance in ``error`` again."""
+        return await self.extension.retry(_instance_id(instance))
+
     async def sweep(self) -> int:
         """Mark the buffered messages whose time ran out (see ``clock.advance``) as expired now; returns how many.
 
@@ -217,13 +238,14 @@ class BpmnHarness:
         """The instance as it is now: status, data, the messages it waits for, its error."""
         __tracebackhide__ = True  # a failure points at the test's line, not here
         instance_id = _instance_id(instance)
+        await self.settle()
         await self._catch_up()
         view = await self.extension.runtime.reads.instance_view(instance_id)
         row = view.instance
         return InstanceView(id=row.id, process_key=row.process_key, status=row.status, data=view.data,
-                            waiting_for=[Wait.from_json(w) for w in view.waiting_for if w.get("kind") != "timer"],
+                            waiting_for=[Wait.from_json(w) for w in view.waiting_for if w.get("kind") == "message"],
                             timers=[w for w in view.waiting_for if w.get("kind") == "timer"], error=row.error,
-                            tasks=[t.as_json() for t in view.tasks])
+                            tasks=[t.as_json() for t in view.tasks], service_tasks=[s.as_json() for s in view.services])
 
     # -- checking ----------------------------------------------------------------------------------------------------
     async def assert_invariants(self) -> None:
@@ -316,8 +338,11 @@ def _instance_id(instance: int | Outcome | InstanceView) -> int:
 
 # -- building the app ---------------------------------------------------------------------------------------------
 def make_spiff_app(bpmn_dir: str | Path, database_url: str, clock: Clock | None = None,
-                   config: Mapping[str, Any] | None = None) -> SpiffMessages:
-    """A Quart app serving ``bpmn_dir`` on ``database_url``, with the extension on it (``ext.app``); not started."""
+                   config: Mapping[str, Any] | None = None, **options: Any) -> SpiffMessages:
+    """A Quart app serving ``bpmn_dir`` on ``database_url``, with the extension on it (``ext.app``); not started.
+
+    ``options`` go to :class:`~quart_spiff_messages.SpiffMessages` (``script_functions``, ``service_handlers``,
+    ``authorize``, ``identify``, ...)."""
     from quart import Quart
 
     from .extension import SpiffMessages
@@ -325,7 +350,7 @@ def make_spiff_app(bpmn_dir: str | Path, database_url: str, clock: Clock | None 
     app = Quart("spiff_messages_test")
     app.config.update(SPIFF_MESSAGES_BPMN_DIR=str(bpmn_dir), SPIFF_MESSAGES_DATABASE_URL=database_url)
     app.config.update(config or {})
-    return SpiffMessages(app, clock=clock)
+    return SpiffMessages(app, clock=clock, **options)
 
 
 def _resolve_bpmn_dir(request: pytest.FixtureRequest) -> Path:
@@ -379,10 +404,38 @@ def spiff_config() -> dict[str, Any]:
 
 
 @pytest.fixture
+def spiff_script_functions() -> dict[str, Callable[..., Any]]:
+    """Host functions the diagrams' scripts call (name -> function); override it to give them, like Arena's test
+    runner mocks its script functions. A function with a ``context`` parameter gets the script's context."""
+    return {}
+
+
+@pytest.fixture
+def spiff_service_results() -> dict[str, Any]:
+    """Results of service tasks per operator id: a value, or a callable given the
+    :class:`~quart_spiff_messages.ServiceCall` (it may raise, to test retries); override it to mock services.
+    An operator not listed waits for a callback (``spiff.extension.complete_service_task``)."""
+    return {}
+
+
+def _mocked(result: Any) -> Callable[[Any], Any]:
+    async def handler(call: Any) -> Any:
+        value = result(call) if callable(result) else result
+        if hasattr(value, "__await__"):
+            value = await value
+        return value
+
+    return handler
+
+
+@pytest.fixture
 def spiff_extension(spiff_bpmn_dir: Path, spiff_database_url: str, spiff_clock: ManualClock,
-                    spiff_config: dict[str, Any]) -> SpiffMessages:
+                    spiff_config: dict[str, Any], spiff_script_functions: dict[str, Callable[..., Any]],
+                    spiff_service_results: dict[str, Any]) -> SpiffMessages:
     """The extension of ``spiff_app`` (its ``.app``); its Python API works once ``spiff_app`` has started."""
-    return make_spiff_app(spiff_bpmn_dir, spiff_database_url, spiff_clock, spiff_config)
+    return make_spiff_app(spiff_bpmn_dir, spiff_database_url, spiff_clock, spiff_config,
+                          script_functions=spiff_script_functions,
+                          service_handlers={op: _mocked(r) for op, r in spiff_service_results.items()})
 
 
 @_async_fixture

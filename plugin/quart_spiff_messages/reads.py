@@ -60,8 +60,9 @@ class Reads:
             found = []
             for row in tx.waiting_instances_without_waits():
                 view = self.core.view(tx, row)
-                found.append(f"process instance {row.id} ({row.process_key}) is waiting with nothing indexed to "
-                             f"wait for (waits it shows: {view.waiting_for})")
+                if not any(s.status == "waiting" for s in view.services):
+                    found.append(f"process instance {row.id} ({row.process_key}) is waiting with nothing to wait "
+                                 f"for (waits it shows: {view.waiting_for})")
             found += [f"message {m.id} ({m.name}, {m.message_type}) is left running"
                       for m in tx.messages_left_running()]
             found += [f"message {send_id} was delivered but has {n} receive rows"

@@ -27,6 +27,7 @@ from ..catalog import CatalogError
 from ..config import Settings
 from ..names import parse_modified_name
 from ..outcomes import Outcome
+from ..scripts import current_caller
 from ..store import MESSAGE_STATUSES, MessageFilter
 from . import errors, json_guard, schemas, views
 
@@ -92,6 +93,8 @@ ACTIONS = {
     "list_instances": "list_process_instances",
     "metrics": "read_metrics",
     "reload_catalog": "reload_catalog",
+    "service_callback": "complete_service_task",
+    "retry_instance": "retry_process_instance",
 }
 
 
@@ -117,6 +120,12 @@ async def check_access(action: str) -> None:
         allowed = await allowed
     if not allowed:
         raise e.Forbidden(f"not allowed to {action.replace('_', ' ')}")
+    caller = state.identify(request)
+    if inspect.isawaitable(caller):
+        caller = await caller
+    if caller is None and isinstance(allowed, Mapping):
+        caller = allowed
+    current_caller.set(caller)  # host functions of the runs this request causes are told
 
 
 # A path segment that was not UTF-8 reaches the view as U+FFFD; it is refused as that route refuses a bad name.
@@ -128,6 +137,8 @@ _PATH_ERRORS: dict[str, tuple[type[e.SpiffMessagesError], str]] = {
     "show_instance": (e.InstanceNotFound, "instance_id"),  # any id that is not a number is a 404 there
     "read_task": (e.TaskNotFound, "task_guid"),
     "complete_task": (e.TaskNotFound, "task_guid"),
+    "service_callback": (e.TaskNotFound, "task_guid"),
+    "retry_instance": (e.InstanceNotFound, "instance_id"),
 }
 
 
@@ -188,7 +199,7 @@ def _outcome(outcome: Outcome) -> Response:
     msg = views.message_json(outcome.message) if outcome.message is not None else None
     if outcome.kind == "buffered" and outcome.message is not None:
         return _ok({"message_instance": views.message_summary(outcome.message)}, 202)
-    if outcome.kind in ("delivered", "started", "task_completed") and outcome.instance is not None:
+    if outcome.kind in ("delivered", "started", "task_completed", "retried") and outcome.instance is not None:
         return _ok({"task_data": outcome.task_data or {},
                     "process_instance": views.instance_json(outcome.instance),
                     "message_instance": msg})
@@ -360,6 +371,26 @@ def create_blueprint(settings: Settings) -> Blueprint:
         number = _instance_number(process_instance_id)
         data = await _json_object("task data", "data", required=False)
         return _outcome(await _state().runtime.tasks.complete_task(number, task_guid, data))
+
+    @bp.put("/tasks/<process_instance_id>/<task_guid>/callback")
+    @document_request(schemas.Payload)
+    @document_response(schemas.DeliveredOut, 200)
+    @_problems(400, 404, 409, 413, 503)
+    async def service_callback(process_instance_id: str, task_guid: str) -> Response:
+        """Complete a waiting service task with its result (Spiff Arena's callback for long-running work): the body
+        (a JSON object) goes to the task's result variable and the instance runs on. `409 service_task_not_waiting`
+        when the task waits for no result (a second callback); `404` for an unknown instance or task."""
+        number = _instance_number(process_instance_id)
+        result = await _json_object("service result", "result", required=False)
+        return _outcome(await _state().services.complete(number, task_guid, result))
+
+    @bp.post("/process-instances/<instance_id>/retry")
+    @document_response(schemas.DeliveredOut, 200)
+    @_problems(400, 404, 409, 503)
+    async def retry_instance(instance_id: str) -> Response:
+        """Run the failed task of an instance in `error` again, on the current spec of its process (reload a fixed
+        folder first, or fix the service handler). `409 process_instance_not_in_error` otherwise."""
+        return _outcome(await _state().services.retry(_instance_number(instance_id)))
 
     @bp.get("/events")
     @document_querystring(schemas.EventQuery)

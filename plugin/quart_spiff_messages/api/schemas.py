@@ -124,15 +124,30 @@ class BufferedOut(BaseModel):
 
 
 class WaitOut(BaseModel):
-    """A message the instance waits for (``kind`` message), or a timer it waits at (``kind`` timer)."""
+    """A message the instance waits for (``kind`` message), a timer it waits at (``kind`` timer), or a service
+    task waiting for its result (``kind`` service_task)."""
 
-    kind: Literal["message", "timer"]
+    kind: Literal["message", "timer", "service_task"]
     element_id: str
     message_name: str | None = None
     correlation_keys: dict[str, Any] | None = None
     accepts_any: bool | None = None
     timer_type: Literal["duration", "date", "cycle"] | None = None
     due_at_in_seconds: float | None = None
+
+
+class ServiceTaskOut(BaseModel):
+    """A service task: waiting for its handler's (or a callback's) result, completed, or failed."""
+
+    type: str  # service_task
+    task_guid: str
+    element_id: str
+    name: str | None = None
+    operator: str
+    params: dict[str, Any]
+    attempts: int  # failed attempts so far
+    last_error: str | None = None
+    status: str  # waiting | completed | failed
 
 
 class TaskOut(BaseModel):
@@ -152,8 +167,9 @@ class TaskOut(BaseModel):
 
 class ProcessInstanceDetailOut(ProcessInstanceOut):
     data: dict[str, Any]
-    waiting_for: list[WaitOut]
+    waiting_for: list[WaitOut | ServiceTaskOut]  # messages, and service tasks waiting for their result
     tasks: list[TaskOut]  # READY user, manual and plain tasks
+    service_tasks: list[ServiceTaskOut] = []
 
 
 class DeliveredOut(BaseModel):

@@ -62,7 +62,7 @@ def instance_json(row: InstanceRecord) -> dict[str, Any]:
 def instance_view_json(view: InstanceView) -> dict[str, Any]:
     """An instance with its current data and what it waits for."""
     return {**instance_json(view.instance), "data": view.data, "waiting_for": view.waiting_for,
-            "tasks": [t.as_json() for t in view.tasks]}
+            "tasks": [t.as_json() for t in view.tasks], "service_tasks": [s.as_json() for s in view.services]}
 
 
 def page_json(page: Page[Any], rows: list[dict[str, Any]]) -> dict[str, Any]:

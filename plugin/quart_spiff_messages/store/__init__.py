@@ -8,6 +8,7 @@ nothing above it sees a SQLAlchemy object or error. Rows are written only throug
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -202,7 +203,9 @@ class Store:
         if self._sqlite is not None:
             sqlite = self._sqlite
             if write:
-                return await asyncio.get_running_loop().run_in_executor(sqlite.writer, lambda: sqlite.write(body))
+                context = contextvars.copy_context()  # the request's (who the caller is, for host functions)
+                return await asyncio.get_running_loop().run_in_executor(
+                    sqlite.writer, lambda: context.run(sqlite.write, body))
             return await asyncio.to_thread(sqlite.read, body)
         assert self._pg is not None
         async with self._pg() as session:  # begins on first use; closing it rolls back what did not commit
@@ -354,6 +357,17 @@ class Tx:
                                               "updated_at": self.now})
         return dataclasses.replace(row, state=state, status=status, correlations=correlations, error=error,
                                    updated_at=self.now)
+
+    def set_spec_version(self, row: InstanceRecord, spec_version: str) -> InstanceRecord:
+        """Move an instance to another version of its spec (a retry on a fixed spec)."""
+        self.conn.execute(update(P).where(P.c.id == row.id).values(spec_version=spec_version))
+        return dataclasses.replace(row, spec_version=spec_version)
+
+    def instances_with_state_marker(self, marker: str, after_id: int = 0, limit: int = 500) -> list[int]:
+        """Ids of waiting instances whose saved state holds ``marker`` (start-up recovery of service tasks)."""
+        stmt = (select(P.c.id).where(P.c.status == "waiting", P.c.id > after_id, P.c.state.contains(marker))
+                .order_by(P.c.id).limit(limit))
+        return [int(i) for i in self.conn.execute(stmt).scalars()]
 
     def list_instances(self, *, status: str | None, process_key: str | None, page: int,
                        per_page: int) -> Page[InstanceRecord]:
