@@ -135,3 +135,18 @@ def test_unknown_script_names_and_unhandled_operators_with_file_and_line(tmp_pat
     errors = [f for f in report["findings"] if f["level"] == "error"]
     assert [(f["code"], f["element_id"]) for f in errors] == [("service_operator_without_handler", "svc_remote_call")]
     assert errors[0]["line"] == 62 and errors[0]["file"].endswith("services.bpmn")
+
+
+def test_timer_start_events_are_listed_and_a_bad_cycle_is_an_error(tmp_path: Path) -> None:
+    from .conftest import CASES
+
+    good = CliRunner().invoke(main, ["check", str(CASES / "timer_start")])
+    assert good.exit_code == 0, good.output
+    assert 'timer   "R3/PT2S" starts every at' in good.output and "every.bpmn:8" in good.output
+    bad = tmp_path / "every.bpmn"
+    bad.write_text((CASES / "timer_start" / "every.bpmn").read_text().replace('"R3/PT2S"', '"R3/every day"'))
+    result = CliRunner().invoke(main, ["check", str(tmp_path), "--json"])
+    assert result.exit_code == 1, result.output
+    [finding] = json.loads(result.output)["findings"]
+    assert (finding["code"], finding["line"], finding["element_id"]) == ("bad_timer_start", 8, "every_start")
+    assert "R3/every day" in finding["message"]

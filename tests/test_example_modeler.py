@@ -31,6 +31,16 @@ async def test_an_order_waits_for_its_payment_then_completes(spiff: BpmnHarness)
     await spiff.assert_data(order, order_id="A-1", paid_amount=42)
 
 
+async def test_an_unpaid_invoice_times_out_after_an_hour(spiff: BpmnHarness) -> None:
+    invoice = await spiff.send_message("billing:invoice_issued", {"invoice_id": "I-1"})
+    await spiff.assert_timer_waiting(invoice, "invoice_timeout")  # the gateway's PT1H branch
+    spiff.clock.advance(3600)  # no real waiting: the harness fires what is due before it looks
+    await spiff.assert_status(invoice, "complete")
+    await spiff.assert_completed(invoice, "timeout_end")
+    late = await spiff.send_message("billing:invoice_paid", {"invoice_id": "I-1"})
+    assert late.kind == "not_accepted"  # the timeout won; nobody waits for this payment any more
+
+
 async def test_a_payment_reaches_only_the_order_it_names(spiff: BpmnHarness) -> None:
     first = await spiff.send_message("order_received", {"order_id": "A-1"})
     second = await spiff.send_message("order_received", {"order_id": "B-2"})

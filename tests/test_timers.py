@@ -167,6 +167,16 @@ async def test_a_timer_inside_a_subprocess_and_a_date_timer_from_data(clock: Man
     await spiff.assert_status(order, "complete")
 
 
+async def test_a_timer_inside_a_call_activity(clock: ManualClock, spiff: BpmnHarness) -> None:
+    order = await spiff.start_process("caller")
+    await spiff.assert_timer_waiting(order, "callee_wait")
+    clock.advance(299)
+    await spiff.assert_status(order, "waiting")
+    clock.advance(1)
+    await spiff.assert_status(order, "complete")
+    await spiff.assert_completed(order, "callee_done")
+
+
 def _iso(seconds: float) -> str:
     from datetime import datetime, timezone
 

@@ -7,6 +7,7 @@ are things that load but will surprise at run time.
 from __future__ import annotations
 
 import ast
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     starts: list[dict[str, Any]] = field(default_factory=list)
     catches: list[dict[str, Any]] = field(default_factory=list)
+    timer_starts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -39,12 +41,14 @@ class Report:
 
     def as_json(self) -> dict[str, Any]:
         return {"root": self.root, "ok": self.ok, "findings": [asdict(f) for f in self.findings],
-                "start_events": self.starts, "catch_points": self.catches}
+                "start_events": self.starts, "catch_points": self.catches, "timer_start_events": self.timer_starts}
 
     def as_text(self) -> str:
         lines = [f"BPMN folder {self.root}"]
         for s in self.starts:
             lines.append(f"  start   {s['message']!r} starts {s['process']} at {_where(s)}")
+        for t in self.timer_starts:
+            lines.append(f"  timer   {t['expression']} starts {t['process']} at {_where(t)}")
         for c in self.catches:
             props = ", ".join(f"{p['property']}={p['expression']!r} ({'/'.join(p['keys'])})"
                               for p in c["correlation_properties"]) or "no correlation"
@@ -79,6 +83,7 @@ def check(root: Path | str, *, script_functions: Iterable[str] = (), service_ope
             report.starts.append({"message": name, "process": s.process_key, "element_id": s.element_id,
                                   "file": file, "line": locate(file, s.element_id),
                                   "message_variable": s.message_variable})
+    report.findings += _timer_start_findings(catalog, report)
     for name, catches in sorted(catalog.catches.items()):
         for c in catches:
             file = catalog.processes[c.process_key].file
@@ -106,6 +111,22 @@ def check(root: Path | str, *, script_functions: Iterable[str] = (), service_ope
                     "spiffworkflow:messagePayload, though catches of it correlate: it sends {} and sets no "
                     "correlation key, so the reply accepts anyone", file, locate(file, t.element_id), t.element_id))
     return report
+
+
+def _timer_start_findings(catalog: Catalog, report: Report) -> Iterator[Finding]:
+    """List the timer start events; one whose expression is no ISO 8601 date, duration or cycle starts nothing."""
+    from .engine import Engine
+
+    engine = Engine()
+    for t in catalog.timer_starts:
+        entry = catalog.processes[t.process_key]
+        line = locate(entry.file, t.element_id)
+        report.timer_starts.append({"expression": t.expression, "process": t.process_key, "element_id": t.element_id,
+                                    "file": entry.file, "line": line})
+        try:
+            engine.start_schedule(entry, t.element_id, time.time())
+        except ValueError as exc:
+            yield Finding("error", "bad_timer_start", str(exc), entry.file, line, t.element_id)
 
 
 def _file_of(entry: ProcessEntry, element_id: str) -> str:
