@@ -45,12 +45,12 @@ def explain(tx: Tx, catalog: Catalog, scoped: ScopedName, payload: Mapping[str, 
     where = f" in group {scoped.group!r} or below" if scoped.group else ""
     everywhere = [*catalog.starts.get(name, ()), *catalog.catches.get(name, ())]
     if not everywhere:
-        return Refusal("no_receiver", f"No process catches or starts on message {name!r}.")
+        return Refusal("no_receiver", f"No process uses message {name!r}: none catches or starts on it.")
     in_scope = [*catalog.start_points(scoped), *catalog.catch_points(scoped)]
     if not in_scope:
         groups = sorted({p.group for p in everywhere})
-        return Refusal("out_of_scope", f"Message {name!r} is caught or started only in groups {groups}, which "
-                       f"the prefix {scoped.group!r} excludes.", {"groups": groups})
+        return Refusal("out_of_scope", f"No process in group {scoped.group!r} or below uses message {name!r}; it "
+                       f"is caught or started only in groups {groups}.", {"groups": groups})
     nearest = [s.process_key for s in catalog.nearest_starts(scoped)]
     if len(nearest) > 1:
         return Refusal("ambiguous_start", f"Message {name!r} starts several processes ({', '.join(nearest)}) and "
@@ -70,11 +70,11 @@ def explain(tx: Tx, catalog: Catalog, scoped: ScopedName, payload: Mapping[str, 
                                                              "correlation_keys": computed})
     waiting = waiting_instances(tx, name, scoped.group)
     if waiting:
-        return Refusal("no_matching_wait", f"{waiting} process instance(s){where} wait for message {name!r}, none "
-                       f"for the key values {computed} computed from this payload.",
-                       {"waiting": waiting, "correlation_keys": computed})
-    return Refusal("no_matching_wait", f"No process instance{where} waits for message {name!r}, and no Message "
-                   f"Start Event{where} starts on it.", {"waiting": 0, "correlation_keys": computed})
+        return Refusal("no_matching_wait", f"No waiting process instance{where} correlates with message {name!r}: "
+                       f"{waiting} process instance(s) wait for it, none for the key values {computed} computed "
+                       "from this payload.", {"waiting": waiting, "correlation_keys": computed})
+    return Refusal("no_matching_wait", f"No waiting process instance{where} correlates with message {name!r}, and "
+                   f"no Message Start Event{where} starts on it.", {"waiting": 0, "correlation_keys": computed})
 
 
 def _missing(points: list[Any], payload: Mapping[str, Any]) -> list[str]:
