@@ -94,7 +94,7 @@ CATALOGUE: list[tuple[str, str, str, bytes | None, int, str]] = [
      "invalid_query_parameter"),
     ("lone surrogate on the messages page", "GET", "/v1.0/messages-page?name=%ED%A0%80", None, 400,
      "invalid_query_parameter"),
-    ("bad process_id filter", "GET", "/v1.0/process-instances?process_id=a::b", None, 400, "invalid_query_parameter"),
+    ("bad process_id filter", "GET", "/v1.0/process-instances?process_id=a::b", None, 400, "invalid_process_id"),
     ("search with 1e400", "POST", "/v1.0/messages", b'{"created_after": 1e400}', 400, "invalid_payload"),
     ("search with a lone surrogate", "POST", "/v1.0/messages", rb'{"name": "\ud800"}', 400, "invalid_payload"),
     ("search with NUL", "POST", "/v1.0/messages", rb'{"name": "pay\u0000ment"}', 400, "invalid_payload"),

@@ -47,8 +47,10 @@ async def test_ready_message_reaches_the_first_receiver_that_waits(ext: SpiffMes
     assert taker.instance and taker.instance.status == "complete"
     assert taker.task_data and taker.task_data["got"] == {"key": "K", "n": 1}
     listed = await (await client.get("/v1.0/messages", query_string={"name": "ping"})).get_json()
-    statuses = sorted((r["message_type"], r["status"]) for r in listed["results"])
-    assert statuses == [("receive", "completed"), ("send", "completed")]
+    statuses = sorted((r["message_type"], r["status"], r["process_instance_id"]) for r in listed["results"])
+    # the taker's receive row, the other still listed as a waiting receiver, and the message
+    assert statuses == [("receive", "completed", taker.instance.id), ("receive", "ready", other.instance.id),
+                        ("send", "completed", statuses[2][2])]
 
 
 async def test_ready_messages_are_taken_oldest_first(ext: SpiffMessages) -> None:

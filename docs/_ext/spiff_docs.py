@@ -21,7 +21,6 @@ import inspect
 import json
 import re
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +113,10 @@ CONFIG_KEYS: dict[str, tuple[str, str, str]] = {
                          "A mapping of service operator ids to handlers, imported at start-up (how "
                          "`spiff-messages serve` and `check` learn them); the key `*` handles every other operator. "
                          "Handlers given to `SpiffMessages(...)` win."),
+    "CORS_ORIGINS": ("app", "origins separated by commas, or `*`",
+                     "Browser pages of these origins (`https://arena.example.com`) may call the API from another "
+                     "origin (CORS, with credentials unless `*`). A preflight `OPTIONS` is answered without an API "
+                     "key. Unset: no CORS headers at all, as before."),
     "HOST": ("serve", "string", "Address `spiff-messages serve` binds."),
     "PORT": ("serve", "integer", "Port `spiff-messages serve` binds."),
     "WORKERS": ("serve", "integer ≥ 1",
@@ -289,15 +292,14 @@ def openapi_document(app: Any) -> dict[str, Any]:
 
 def _actions(app: Any) -> dict[tuple[str, str], str]:
     """(method, OpenAPI path) -> the action the route asks `authorize(request, action)` for."""
-    from quart_spiff_messages.api import routes
+    from quart_spiff_messages.api.access import action_of
 
     out: dict[tuple[str, str], str] = {}
     for rule in app.url_map.iter_rules():
-        blueprint, _, name = rule.endpoint.rpartition(".")
-        if not blueprint.startswith("spiff_messages"):
+        action = action_of(app.view_functions.get(rule.endpoint))
+        if action is None:
             continue
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
-        action = routes.ACTIONS.get(name, name)
         for method in rule.methods or ():
             out[(method.lower(), path)] = action
     return out
@@ -477,73 +479,20 @@ def _schema(name: str, schema: dict[str, Any], schemas: _Schemas) -> list[str]:
 
 
 # -- error codes -------------------------------------------------------------------------------------------------
-ERROR_MEANINGS = {
-    "message_not_accepted": "Nothing in scope waits for the message or starts on it, and it has no time to live. "
-                            "The message is kept with status `not_accepted` and this reason.",
-    "process_error": "A script or expression failed while the instance ran; the instance is stored in `error` "
-                     "and the body names the task.",
-    "message_instance_uuid_conflict": "The `message_instance_uuid` is already used by a message with another "
-                                      "name or payload.",
-    "message_instance_uuid_required": "`time_to_live_in_seconds` is above 0 without a `message_instance_uuid`.",
-    "invalid_message_instance_uuid": "The `message_instance_uuid` is not a canonical UUID.",
-    "invalid_time_to_live": "`time_to_live_in_seconds` is not an integer from 0 to `SPIFF_MESSAGES_MAX_TTL_SECONDS`.",
-    "invalid_execution_mode": "`execution_mode` is neither `synchronous` nor `asynchronous`.",
-    "invalid_message_name": "The message name cannot be a name (empty segment, bad characters…).",
-    "invalid_process_id": "The process id cannot be a process id.",
-    "invalid_payload": "The body is not a JSON object, or is nested deeper than `SPIFF_MESSAGES_MAX_PAYLOAD_DEPTH`.",
-    "invalid_query_parameter": "A query parameter does not validate; `field` names it.",
-    "invalid_request": "The body does not validate against its schema.",
-    "payload_too_large": "The body is larger than `SPIFF_MESSAGES_MAX_PAYLOAD_BYTES`.",
-    "unauthorized": "An API key is configured and the request has none, or a wrong one.",
-    "forbidden": "The host app's `authorize(request, action)` refused the request.",
-    "process_not_found": "No process of that id in the catalog.",
-    "process_not_startable": "The process has no plain start event to start it by.",
-    "process_instance_not_found": "No process instance of that id.",
-    "message_not_found": "No message with that `message_instance_uuid`.",
-    "message_not_cancellable": "Only a buffered (`ready`) message can be cancelled.",
-    "instance_busy": "The matching instance stayed locked longer than `SPIFF_MESSAGES_LOCK_TIMEOUT_SECONDS`; "
-                     "retry after `Retry-After` seconds. Nothing was written.",
-    "catalog_load_error": "`POST /catalog/reload`: the BPMN folder does not load; the body has the `file`, "
-                          "`line` and `element_id`, and the old catalog stays.",
-    "task_not_found": "The instance has no task of that guid (or element id).",
-    "task_not_ready": "The task is not a READY user, manual or plain task (already completed, not reached yet, or "
-                      "its instance finished): of two completions at once, one gets this.",
-    "task_ambiguous": "Several READY tasks have that element id: name one by its guid.",
-    "database_unavailable": "The database could not be reached (or written) for "
-                            "`SPIFF_MESSAGES_DATABASE_RETRY_SECONDS`, or the connection was lost during the commit; "
-                            "retry after `Retry-After` with the same `message_instance_uuid`.",
-    "insufficient_storage": "The database's disk is full; nothing was written. It works again once space is freed.",
-    "internal_server_error": "An unexpected error; it is logged with its traceback.",
-}
-
-
-def _error_classes() -> Iterable[tuple[str, int]]:
-    """Every error class of ``quart_spiff_messages.errors``: where all the codes a client can get are written."""
-    from quart_spiff_messages.errors import SpiffMessagesError
-
-    stack = list(SpiffMessagesError.__subclasses__())
-    while stack:
-        cls = stack.pop()
-        stack.extend(cls.__subclasses__())
-        if "error_code" in vars(cls):  # a class that only groups others (RetryLater) has no code of its own
-            yield cls.error_code, int(cls.status)
-
-
 def error_codes_page() -> str:
-    import quart_spiff_messages
+    """The table of error codes: each class of ``quart_spiff_messages.errors``, its status and its docstring."""
+    from quart_spiff_messages.errors import error_classes
 
-    package = Path(quart_spiff_messages.__file__).resolve().parent
-    codes: dict[str, set[int]] = {}
-    for code, status in _error_classes():
-        codes.setdefault(code, set()).add(status)
-    pattern = re.compile(r'\bproblem\(\s*(\d{3}),\s*"([a-z_]+)"')  # answers written in the routes themselves
-    for path in sorted((package / "api").rglob("*.py")):
-        for status, code in pattern.findall(path.read_text(encoding="utf-8")):
-            codes.setdefault(code, set()).add(int(status))
+    rows = sorted(((int(cls.status), cls.error_code, inspect.getdoc(cls) or "") for cls in error_classes()),
+                  key=lambda r: (r[0], r[1]))
+    codes = [code for _, code, _ in rows]
+    if len(codes) != len(set(codes)):
+        raise ExtensionError(f"an error_code is declared twice in quart_spiff_messages.errors: {codes}")
+    undocumented = [code for _, code, doc in rows if not doc]
+    if undocumented:
+        raise ExtensionError(f"error classes without a docstring (their meaning): {undocumented}")
     lines = ["| status | `error_code` | meaning |", "|---|---|---|"]
-    for code in sorted(codes, key=lambda c: (min(codes[c]), c)):
-        statuses = ", ".join(str(s) for s in sorted(codes[code]))
-        lines.append(f"| {statuses} | `{code}` | {_cell(ERROR_MEANINGS.get(code, ''))} |")
+    lines += [f"| {status} | `{code}` | {_cell(doc)} |" for status, code, doc in rows]
     return "\n".join(lines) + "\n"
 
 

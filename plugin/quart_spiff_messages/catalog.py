@@ -84,6 +84,12 @@ class ProcessEntry:
                                                                   TimerEventDefinition)]
 
     @property
+    def display_name(self) -> str:
+        """The process's ``name`` in its BPMN file, else its id (what Spiff Arena shows as the model's name)."""
+        name = getattr(self.spec, "description", None)
+        return str(name) if name else self.process_id
+
+    @property
     def correlation_keys(self) -> dict[str, list[str]]:
         """Correlation key name -> the property ids it is made of (as the BPMN collaboration declares them)."""
         keys: dict[str, list[str]] = dict(getattr(self.spec, "correlation_keys", None) or {})

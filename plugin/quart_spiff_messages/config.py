@@ -44,6 +44,7 @@ class Settings:
     service_attempts: int = 3  # calls of a raising service handler before the instance stops in error
     service_backoff_seconds: float = 1.0  # pause before the 2nd call; doubled before each later one
     service_handlers: str = ""  # "module:name" of a mapping operator id -> handler ("*": every other operator)
+    cors_origins: tuple[str, ...] = ()  # empty: no CORS headers (same-origin only)
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> Settings:
@@ -65,9 +66,10 @@ class Settings:
             raise ConfigError(f"{PREFIX}MAX_TTL_SECONDS must be 0 or more")
         retention = get("RETENTION_DAYS")
         body_timeout = get("BODY_TIMEOUT_SECONDS")
-        keys = get("API_KEY", ())
-        if isinstance(keys, str):
-            keys = tuple(k.strip() for k in keys.split(",") if k.strip())
+        keys = _strings(get("API_KEY", ()))
+        origins = _strings(get("CORS_ORIGINS", ()))
+        if any(o != "*" and not o.startswith(("http://", "https://")) for o in origins):
+            raise ConfigError(f"{PREFIX}CORS_ORIGINS: each origin is scheme://host[:port], or *: {origins}")
         paths = {name: _path(config.get(PREFIX + name, default)) for name, default in
                  (("METRICS_PATH", "/metrics"), ("LIVENESS_PATH", "/livez"), ("READINESS_PATH", "/readyz"))}
         served = [p for p in paths.values() if p]
@@ -75,7 +77,8 @@ class Settings:
             raise ConfigError(f"{PREFIX}METRICS_PATH, {PREFIX}LIVENESS_PATH and {PREFIX}READINESS_PATH must differ "
                               f"(or be empty): {paths}")
         return cls(
-            api_keys=tuple(str(k) for k in keys),
+            api_keys=keys,
+            cors_origins=tuple(o.rstrip("/") for o in origins),
             max_payload_bytes=int(_number("MAX_PAYLOAD_BYTES", get("MAX_PAYLOAD_BYTES", 1024 * 1024))),
             max_payload_depth=int(_number("MAX_PAYLOAD_DEPTH", get("MAX_PAYLOAD_DEPTH", 32))),
             retention_days=_number("RETENTION_DAYS", retention) if retention is not None else None,
@@ -99,6 +102,13 @@ class Settings:
             service_backoff_seconds=_number("SERVICE_BACKOFF_SECONDS", get("SERVICE_BACKOFF_SECONDS", 1.0)),
             service_handlers=str(get("SERVICE_HANDLERS", "")),
         )
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    """A list of strings: separated by commas in a string (the environment), or a list or tuple."""
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(str(v) for v in value)
 
 
 def _number(name: str, value: Any) -> float:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import receivers
 from .catalog import Catalog, ProcessEntry, StartPoint
 from .engine import Engine, HumanTask, Instance, ServiceWait, TimerWait
 from .errors import ServiceTaskNotWaiting, TaskAmbiguous, TaskNotFound, TaskNotReady
@@ -263,7 +264,7 @@ class Core:
                                      process_instance_id=row.id)
                 assert out.id is not None
                 tx.outbox.append(out.id)
-            added = tx.sync_subscriptions(row.id, row.process_group, self._wait_rows(inst))
+            added = receivers.sync_waits(tx, row, self._wait_rows(inst))
             if not added or not self._take_buffered(tx, row, inst, added):
                 break
         timers = self.engine.timers(inst)

@@ -18,12 +18,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-from quart import Quart, Request, current_app
+from quart import Quart, current_app
 from quart_schema import Info, QuartSchema
 
 from . import events as signals
 from .api import create_blueprint, create_health_blueprint, create_metrics_blueprint
 from .api.openapi import ProblemAwareProvider
+from .api.state import EXTENSION_KEY, Authorize, Identify
+from .api.ui import create_ui_blueprint
 from .catalog import Catalog, CatalogError
 from .clock import Clock, ManualClock
 from .config import Settings
@@ -35,11 +37,10 @@ from .services import DEFAULT_KEY, Handler, Services, load_handlers
 from .store import MessageRecord, Store
 from .timers import Alarm
 
-EXTENSION_KEY = "spiff_messages"
 log = logging.getLogger("quart_spiff_messages")
-Authorize = Callable[[Request, str], Any]  # truthy allows; a mapping allows and says who the caller is
-Identify = Callable[[Request], Any]  # what host functions are told about the caller (may be async)
 F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = ["EXTENSION_KEY", "Authorize", "Reloaded", "SpiffMessages"]
 
 
 @dataclass
@@ -128,8 +129,9 @@ class SpiffMessages:
         """``authorize(request, action)`` (optional, may be async) lets the host app allow or refuse (403) each
         request; actions: send_message, cancel_message, list_messages (the messages page too), read_message_models,
         start_process, read_process_instance, list_process_instances, read_task, complete_task, read_events,
-        reload_catalog, read_metrics. Signals (``quart_spiff_messages.events``) go out after each commit, with the
-        app as sender.
+        reload_catalog, read_metrics, check_permissions (``POST /permissions-check``, which then asks the hook about
+        the action of each URI it is given); ``GET /status`` asks it about list_messages. Signals
+        (``quart_spiff_messages.events``) go out after each commit, with the app as sender.
 
         ``script_functions`` (or the :meth:`script_function` decorator) are functions BPMN scripts and expressions
         can call; one with a ``context`` parameter gets a :class:`~quart_spiff_messages.scripts.ScriptContext`
@@ -174,13 +176,14 @@ class SpiffMessages:
             QuartSchema(
                 app,
                 openapi_path=f"{settings.url_prefix}/openapi.json",
-                swagger_ui_path=f"{settings.url_prefix}/ui",
+                swagger_ui_path=None,  # served offline by api/ui.py
                 redoc_ui_path=None,
                 openapi_provider_class=ProblemAwareProvider,
                 scalar_ui_path=None,
                 info=Info(title="quart-spiff-messages", version=_version(),
                           description=_description(settings)),
             )
+            app.register_blueprint(create_ui_blueprint(settings))
 
         @app.before_serving
         async def _start() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 
-from .errors import InvalidName
+from .errors import InvalidName, InvalidProcessId
 
 MAX_NAME_LENGTH = 255
 
@@ -55,23 +55,40 @@ def depth(group: str) -> int:
     return len(group.split("/")) if group else 0
 
 
-def _check_segment(segment: str, whole: str) -> None:
+def _segment_flaw(segment: str, whole: str) -> str | None:
     if not segment.strip():
-        raise InvalidName(f"{whole!r} has an empty segment")
+        return f"{whole!r} has an empty segment"
     if segment in (".", "..") or "/" in segment or "\\" in segment:
-        raise InvalidName(f"{whole!r} has a path segment {segment!r}")
+        return f"{whole!r} has a path segment {segment!r}"
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in segment):
-        raise InvalidName(f"{whole!r} contains control characters")
+        return f"{whole!r} contains control characters"
+    return None
 
 
-def parse_modified_name(modified: str) -> ScopedName:
-    """Split ``a:b:name`` into group ``a/b`` and name ``name``, refusing names no BPMN file could declare."""
+def parse_modified_name(modified: str, error: type[InvalidName | InvalidProcessId] = InvalidName,
+                        field: str | None = None) -> ScopedName:
+    """Split ``a:b:name`` into group ``a/b`` and name ``name``, refusing names no BPMN file could declare.
+
+    The refusal is ``error`` (a message name's by default; :func:`parse_process_id` a process id's), with
+    ``field`` naming where the name came from: one bad name is one error code wherever it is sent.
+    """
+
+    def refused(why: str) -> InvalidName | InvalidProcessId:
+        return error(why, field=field) if field else error(why)
+
     if not modified or len(modified) > MAX_NAME_LENGTH:
-        raise InvalidName(f"names are 1 to {MAX_NAME_LENGTH} characters long")
+        raise refused(f"names are 1 to {MAX_NAME_LENGTH} characters long")
     *groups, name = modified.split(":")
     for segment in [*groups, name]:
-        _check_segment(segment, modified)
+        flaw = _segment_flaw(segment, modified)
+        if flaw is not None:
+            raise refused(flaw)
     return ScopedName("/".join(groups), name)
+
+
+def parse_process_id(modified: str, field: str | None = None) -> ScopedName:
+    """A process id with its group as a colon prefix; ``invalid_process_id`` when it cannot be one."""
+    return parse_modified_name(modified, InvalidProcessId, field)
 
 
 def modified(group: str, name: str) -> str:

@@ -22,6 +22,7 @@ class Outcome:
     instance: InstanceRecord | None = None
     task_data: dict[str, Any] | None = None
     reason: str | None = None
+    refusal: dict[str, Any] | None = None  # why a message was not accepted, as data (``refusals.py``)
     error: dict[str, Any] | None = None
     replayed: bool = False  # the stored outcome of an earlier request with the same message_instance_uuid
 

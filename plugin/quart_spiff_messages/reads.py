@@ -6,7 +6,8 @@ from . import metrics
 from .core import Core, InstanceView
 from .errors import InstanceNotFound
 from .events import Event
-from .store import InstanceRecord, MessageFilter, MessageRecord, Page, Store, Tx
+from .store import InstanceRecord, MessageFilter, Page, Store, Tx
+from .store.listing import ListedMessage, list_messages
 
 
 class Reads:
@@ -25,8 +26,16 @@ class Reads:
 
         return await self.store.read(view)
 
-    async def list_messages(self, flt: MessageFilter, page: int, per_page: int) -> Page[MessageRecord]:
-        return await self.store.read(lambda tx: tx.list_messages(flt, page, per_page))
+    async def list_messages(self, flt: MessageFilter, page: int, per_page: int) -> Page[ListedMessage]:
+        """Messages and the receivers waiting now (``receive`` rows, ``ready``), newest first."""
+        return await self.store.read(lambda tx: list_messages(tx, flt, page, per_page))
+
+    def display_name(self, process_key: str | None, process_id: str | None) -> str | None:
+        """A process's name for people: its BPMN ``name``, else its id (None for no process)."""
+        if process_key is None:
+            return None
+        entry = self.core.catalog.process(process_key)
+        return entry.display_name if entry is not None else process_id
 
     async def list_instances(self, *, status: str | None, process_key: str | None, page: int,
                              per_page: int) -> Page[InstanceRecord]:

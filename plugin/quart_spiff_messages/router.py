@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from . import metrics
+from . import metrics, refusals
 from .catalog import Catalog
 from .core import Core, Deliver, StartByMessage, StartWithData
 from .correlation import KeyValue, key_values
@@ -33,8 +33,9 @@ from .errors import (
     ProcessNotStartable,
     SpiffMessagesError,
 )
-from .names import ScopedName, parse_modified_name
+from .names import ScopedName, parse_modified_name, parse_process_id
 from .outcomes import METRIC_RESULTS, Outcome
+from .refusals import Refusal
 from .replay import Replay
 from .store import AlreadyExists, Busy, Committed, MessageRecord, Store, Tx, correlation_lock
 
@@ -113,10 +114,11 @@ class Router:
                 tx.index_ready_message(msg, self.message_keys(scoped, payload))
                 tx.record_event("message_buffered", None, msg.id, name=msg.name, expires_at=msg.expires_at)
                 return Outcome("buffered", msg)
-            reason = self.refusal(scoped)
-            msg = tx.save_message(tx.update_message(msg, status="not_accepted", failure_cause=reason))
-            tx.record_event("message_not_accepted", None, msg.id, name=msg.name, reason=reason)
-            return Outcome("not_accepted", msg, reason=reason)
+            refusal = self.refusal(tx, scoped, payload)
+            msg = tx.save_message(tx.update_message(msg, status="not_accepted", failure_cause=refusal.text))
+            tx.record_event("message_not_accepted", None, msg.id, name=msg.name, reason=refusal.text,
+                            refusal=refusal.as_json())
+            return Outcome("not_accepted", msg, reason=refusal.text, refusal=refusal.as_json())
 
         try:
             done = await self.transact(attempt)
@@ -130,7 +132,7 @@ class Router:
         return done.value
 
     async def start_process(self, modified_process_id: str, data: Mapping[str, Any]) -> Outcome:
-        scoped = parse_modified_name(modified_process_id)
+        scoped = parse_process_id(modified_process_id)
         entry = self.catalog.process(scoped.key)
         if entry is None:
             raise ProcessNotFound(f"no process {scoped.key!r} in the BPMN folder")
@@ -199,20 +201,9 @@ class Router:
                 keys.setdefault((kv.key, kv.digest), kv)
         return list(keys.values())
 
-    def refusal(self, scoped: ScopedName) -> str:
-        """Why nothing took a message, in words an operator can act on."""
-        nearest = [s.process_key for s in self.catalog.nearest_starts(scoped)]
-        if len(nearest) > 1:
-            return (f"Message {scoped.name!r} starts several processes ({', '.join(nearest)}) and no waiting "
-                    f"instance correlates: send it with a group prefix to choose one.")
-        if nearest:
-            return (f"Message {scoped.name!r} could not start {nearest[0]!r}: the payload lacks a field its "
-                    f"correlation properties read.")
-        where = f" in group {scoped.group!r}" if scoped.group else ""
-        if not self.catalog.knows_message(scoped.name):
-            return f"No process{where} uses message {scoped.name!r}."
-        return (f"No waiting process instance{where} correlates with message {scoped.name!r}, and no Message "
-                f"Start Event{where} starts on it.")
+    def refusal(self, tx: Tx, scoped: ScopedName, payload: Mapping[str, Any]) -> Refusal:
+        """Why nothing took a message: a reason a client can act on, in data and in words (``refusals.py``)."""
+        return refusals.explain(tx, self.catalog, scoped, payload, self.message_keys(scoped, payload))
 
     def _keep_ready(self, tx: Tx, msg: MessageRecord) -> None:
         """Leave a message nobody takes now ``ready``, indexed for the first receiver that comes to wait."""

@@ -1,4 +1,4 @@
-"""Problem+json answers. Every error a client can cause has its own ``error_code``."""
+"""Problem+json answers. Every error a client can cause is a class of ``errors.py`` with its own ``error_code``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from quart import Response
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from ..errors import SpiffMessagesError
+from .. import errors as e
 from . import json_guard
 
 log = logging.getLogger("quart_spiff_messages")
+
+# HTTP errors Quart raises itself, answered as the class of ``errors.py`` that means the same
+_HTTP: dict[int, type[e.SpiffMessagesError]] = {404: e.RouteNotFound, 405: e.MethodNotAllowed, 413: e.PayloadTooLarge}
 
 
 def problem(status: int, error_code: str, message: str, **extra: Any) -> Response:
@@ -23,21 +26,24 @@ def problem(status: int, error_code: str, message: str, **extra: Any) -> Respons
     return Response(json_guard.dumps(body), status=status, content_type="application/problem+json")
 
 
-async def on_refusal(exc: SpiffMessagesError) -> Response:
+async def on_refusal(exc: e.SpiffMessagesError) -> Response:
     response = problem(exc.status, exc.error_code, exc.message, **exc.extra)
     response.headers.update(exc.headers)
     return response
 
 
 async def on_validation_error(exc: RequestSchemaValidationError) -> Response:
-    return problem(400, "invalid_request", str(exc.validation_error))
+    return await on_refusal(e.InvalidRequest(str(exc.validation_error)))
 
 
 async def on_http_error(exc: HTTPException) -> Response:
-    code = (exc.name or "error").lower().replace(" ", "_")
+    known = _HTTP.get(exc.code or 0)
+    if known is not None:
+        return await on_refusal(known(exc.description or exc.name or "error"))
+    code = (exc.name or "error").lower().replace(" ", "_")  # e.g. 408 request_timeout, from Quart itself
     return problem(exc.code or 500, code, exc.description or exc.name or "error")
 
 
 async def on_unexpected(exc: Exception) -> Response:
     log.exception("unexpected error while handling a request")
-    return problem(500, "internal_server_error", f"{type(exc).__name__}: the server could not handle the request")
+    return await on_refusal(e.InternalError(f"{type(exc).__name__}: the server could not handle the request"))

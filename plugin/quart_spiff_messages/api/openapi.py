@@ -6,8 +6,10 @@ error answers, the answers every operation can give (401, 403), and the shape of
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from quart_schema import document_response
 from quart_schema.openapi import OpenAPIProvider
 from quart_schema.typing import Model
 from werkzeug.routing import BaseConverter, Rule
@@ -25,6 +27,20 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "message_instance_uuid": {"type": "string", "pattern": schemas.UUID_PATTERN},
     "instance_id": {"type": "integer", "minimum": 1, "maximum": schemas.MAX_INT},
 }
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def problems(*statuses: int) -> Callable[[F], F]:
+    """Document the problem+json answers a route gives (401 and 403 are added to every route)."""
+
+    def document(func: F) -> F:
+        for status in statuses:
+            func = document_response(schemas.Problem, status)(func)
+        return func
+
+    return document
+
+
 EVERY_OPERATION = {401: "A valid API key is required.", 403: "The host app's authorize hook refused the request."}
 
 

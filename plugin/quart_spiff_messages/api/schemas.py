@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from .. import errors as e
 
 MessageStatus = Literal["ready", "running", "completed", "failed", "cancelled", "not_accepted"]
 MessageType = Literal["send", "receive"]
@@ -14,7 +16,10 @@ MAX_INT = 2**53  # ids, pages and epoch seconds stay far below; larger numbers a
 Id = Annotated[int, Field(ge=1, le=MAX_INT)]
 # In a JSON body a number must be a number: `false` is not 0 (query strings are text and are converted).
 JsonId = Annotated[int, Field(ge=1, le=MAX_INT, strict=True)]
-JsonSeconds = Annotated[int, Field(ge=0, le=MAX_INT, strict=True)]
+# Epoch seconds in a search body: an integer or a float, as Spiff Arena takes them (never a boolean or a string).
+# (bounded by the year 9999: every bound of it is exact as a float, so the bound itself decides)
+MAX_SECONDS = 253402300799
+JsonSeconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, strict=True)]
 
 
 class Payload(RootModel[dict[str, Any]]):
@@ -26,21 +31,33 @@ class PageQuery(BaseModel):
     per_page: int = Field(100, ge=1, le=MAX_PER_PAGE)
 
 
-class MessageListQuery(PageQuery):
-    name: str | None = None
-    status: str | None = Field(None, description="One status, or several separated by commas.")
-    message_type: str | None = Field(None, description="send or receive (comma-separated for both).")
+class SearchQuery(PageQuery):
+    """The query string of `POST /messages`: paging, and the instance whose messages to list (what the Messages
+    tab of Spiff Arena's process-instance page sends)."""
+
     process_instance_id: Id | None = None
 
 
+class MessageListQuery(SearchQuery):
+    name: str | None = None
+    status: str | None = Field(None, description="One status, or several separated by commas.")
+    message_type: str | None = Field(None, description="send or receive (comma-separated for both).")
+    process_model_identifier: str | None = Field(
+        None, description="Messages of instances of this process (`group/process_id`).")
+
+
 class MessageSearch(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """Filters of `POST /messages` (Spiff Arena's body). A field we do not know is refused, never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
     name: str | None = None
     status: list[MessageStatus] | None = None
     message_type: list[MessageType] | None = None
     process_instance_id: JsonId | None = None
-    created_after: JsonSeconds | None = None
-    created_before: JsonSeconds | None = None
+    process_model_identifier: str | None = Field(
+        None, description="Messages of instances of this process (`group/process_id`).")
+    created_after: JsonSeconds | None = Field(None, description="Epoch seconds (inclusive).")
+    created_before: JsonSeconds | None = Field(None, description="Epoch seconds (inclusive).")
 
 
 class EventQuery(BaseModel):
@@ -82,6 +99,11 @@ class MessageInstanceOut(BaseModel):
     expires_at_in_seconds: int | None = None
     created_at_in_seconds: int | None = None
     updated_at_in_seconds: int | None = None
+    process_model_identifier: str | None = Field(
+        None, description="The process of the row's instance (`group/process_id`); null for a message sent from "
+                          "outside.")
+    process_model_display_name: str | None = Field(
+        None, description="That process's name (its id when it has none); null for a message sent from outside.")
 
 
 class ProcessInstanceOut(BaseModel):
@@ -101,22 +123,34 @@ class ProcessInstanceOut(BaseModel):
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
-def send_query_model(max_ttl: int) -> type[BaseModel]:
-    """The send query string, documented with the configured TTL maximum (built per app, not at import)."""
+class SendQuery(BaseModel):
+    """The send query string, validated once here; the TTL's range is the router's rule (it serves Python too)."""
 
-    class SendQuery(BaseModel):
+    FIELD_ERRORS: ClassVar[dict[str, type[e.SpiffMessagesError]]] = {
+        "time_to_live_in_seconds": e.InvalidTimeToLive,
+        "message_instance_uuid": e.InvalidMessageInstanceUuid,
+        "execution_mode": e.InvalidExecutionMode,
+    }
+    time_to_live_in_seconds: int = Field(0, ge=0, le=MAX_INT)
+    message_instance_uuid: str | None = Field(
+        None, max_length=40, pattern=UUID_PATTERN,
+        description="Caller-chosen idempotency key (canonical UUID). Required when the TTL is above 0; "
+                    "a replay returns the stored outcome.")
+    execution_mode: Literal["synchronous", "asynchronous"] | None = Field(
+        None, description="Accepted for Spiff Arena compatibility; delivery is always synchronous.")
+
+
+def send_query_model(max_ttl: int) -> type[SendQuery]:
+    """The send query string as one app documents it, with its configured TTL maximum."""
+
+    class SendQueryOfApp(SendQuery):
         time_to_live_in_seconds: int = Field(
             0, ge=0, le=max_ttl,
             description=f"Seconds (0 to {max_ttl}) to keep an unmatched message until a receiver comes to wait "
                         "for it. 0: the message must match now, or it is refused with 400 message_not_accepted.")
-        message_instance_uuid: str | None = Field(
-            None, max_length=40, pattern=UUID_PATTERN,
-            description="Caller-chosen idempotency key (canonical UUID). Required when the TTL is above 0; "
-                        "a replay returns the stored outcome.")
-        execution_mode: Literal["synchronous", "asynchronous"] | None = Field(
-            None, description="Accepted for Spiff Arena compatibility; delivery is always synchronous.")
 
-    return SendQuery
+    SendQueryOfApp.__name__ = "SendQuery"
+    return SendQueryOfApp
 
 
 class BufferedOut(BaseModel):
@@ -227,9 +261,21 @@ class CatchOut(StartOut):
     correlation_properties: list[CorrelationPropertyOut]
 
 
+class ReloadOut(BaseModel):
+    generation: int = Field(description="Reloads asked for so far; every worker loads this generation.")
+    processes: int
+    messages: int
+    buffered_messages_started: int = Field(description="Buffered messages that started a process of the new "
+                                           "catalog.")
+
+
 class MessageModelOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    id: int = Field(description="A stable number for the message name (the same on every worker and reload).")
     identifier: str
     location: str
+    json_schema: dict[str, Any] = Field(default_factory=dict, alias="schema",
+                                        description="The payload's JSON schema: `{}` (BPMN files declare none).")
     process_groups: list[str]
     correlation_properties: list[CorrelationPropertyOut]
     process_model_identifiers: list[str]
@@ -241,9 +287,27 @@ class MessageModelsOut(BaseModel):
     messages: list[MessageModelOut]
 
 
-class ReloadOut(BaseModel):
-    generation: int = Field(description="Reloads asked for so far; every worker loads this generation.")
-    processes: int
-    messages: int
-    buffered_messages_started: int = Field(description="Buffered messages that started a process of the new "
-                                           "catalog.")
+class StatusOut(BaseModel):
+    ok: bool
+    can_access_frontend: bool = Field(description="Whether this request's credentials may list messages.")
+
+
+class PermissionsCheckIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    requests_to_check: dict[str, list[str]] = Field(
+        description="URI (with or without the URL prefix; query ignored) -> the HTTP methods to check.")
+
+
+class PermissionsCheckOut(BaseModel):
+    results: dict[str, dict[str, bool]]
+
+
+class ProcessModelOfMessageOut(BaseModel):
+    process_model_identifier: str
+    file_name: str
+
+
+class ArenaInstanceOut(ProcessInstanceDetailOut):
+    """Spiff Arena's show answer: the instance itself, not wrapped."""
+
+    process_model_display_name: str

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import datetime, timezone
 from typing import Any
 
+from ..catalog import Catalog
 from ..core import InstanceView
-from ..names import modified
+from ..names import in_scope, modified
 from ..store import InstanceRecord, MessageRecord, Page
 from .json_guard import dumps_text
 
@@ -16,7 +18,9 @@ def _secs(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
-def message_json(row: MessageRecord) -> dict[str, Any]:
+def message_json(row: MessageRecord, process_key: str | None = None,
+                 display_name: str | None = None) -> dict[str, Any]:
+    """A message row; ``process_key`` and ``display_name`` are the process of its instance, if it has one."""
     return {
         "id": row.id,
         "name": row.name,
@@ -32,6 +36,8 @@ def message_json(row: MessageRecord) -> dict[str, Any]:
         "expires_at_in_seconds": None if row.expires_at is None else math.ceil(row.expires_at),
         "created_at_in_seconds": _secs(row.created_at),
         "updated_at_in_seconds": _secs(row.updated_at),
+        "process_model_identifier": process_key,
+        "process_model_display_name": display_name,
     }
 
 
@@ -97,3 +103,46 @@ def page_row(row: MessageRecord, now: float, url_prefix: str) -> dict[str, Any]:
         "failure_cause": row.failure_cause,
         "time_left": _time_left(row.expires_at, row.status, now),
     }
+
+
+def message_model_id(name: str) -> int:
+    """A stable number for a message name: the same on every worker and after every reload (below 2**48)."""
+    return int(hashlib.sha256(name.encode()).hexdigest()[:12], 16)
+
+
+def catalog_json(catalog: Catalog, location: str | None = None) -> dict[str, Any]:
+    """The catalog's messages; with ``location``, those used in that group or a group above it (Spiff Arena's
+    search upward from a process group)."""
+
+    def props(properties: Any) -> list[dict[str, Any]]:
+        return [{"identifier": p.name, "retrieval_expression": p.expression, "correlation_keys": list(p.keys)}
+                for p in properties]
+
+    def point(p: Any) -> dict[str, Any]:
+        return {"process_model_identifier": p.process_key, "process_id": p.process_id, "process_group": p.group,
+                "element_id": p.element_id, "message_variable": p.message_variable}
+
+    starts, catches = catalog.starts, catalog.catches
+    out = []
+    for name in sorted(catalog.messages):
+        groups = sorted(catalog.messages[name])
+        if location is not None and not any(in_scope(g, location) for g in groups):
+            continue
+        seen: dict[tuple[str, str], dict[str, Any]] = {}
+        for p in [*starts.get(name, ()), *catches.get(name, ())]:
+            for d in props(p.properties):
+                seen.setdefault((d["identifier"], d["retrieval_expression"]), d)
+        processes = sorted({p.process_key for p in [*starts.get(name, ()), *catches.get(name, ())]})
+        out.append({
+            "id": message_model_id(name),
+            "identifier": name,
+            "location": groups[0] if len(groups) == 1 else "",
+            "schema": {},
+            "process_groups": groups,
+            "correlation_properties": list(seen.values()),
+            "process_model_identifiers": processes,
+            "start_events": [point(s) for s in starts.get(name, ())],
+            "catch_points": [{**point(c), "kind": c.kind, "interrupting": c.interrupting,
+                              "correlation_properties": props(c.properties)} for c in catches.get(name, ())],
+        })
+    return {"messages": out}

@@ -139,6 +139,7 @@ class MessageFilter:
     process_instance_id: int | None = None
     created_after: float | None = None
     created_before: float | None = None
+    process_model_identifier: str | None = None  # rows of instances of this process (key ``group/process_id``)
 
 
 @dataclass(frozen=True)
@@ -683,22 +684,6 @@ class Tx:
         waits = select(S.c.process_instance_id, S.c.task_id).distinct().subquery()
         waiting = self.conn.execute(select(func.count()).select_from(waits)).scalar_one()
         return int(buffered), int(waiting), self.timers_pending()
-
-    def list_messages(self, flt: MessageFilter, page: int, per_page: int) -> Page[MessageRecord]:
-        cond: list[Any] = []
-        if flt.name:
-            cond.append(M.c.name == flt.name)
-        if flt.statuses:
-            cond.append(M.c.status.in_(list(flt.statuses)))
-        if flt.message_types:
-            cond.append(M.c.message_type.in_(list(flt.message_types)))
-        if flt.process_instance_id is not None:
-            cond.append(M.c.process_instance_id == flt.process_instance_id)
-        if flt.created_after is not None:
-            cond.append(M.c.created_at >= flt.created_after)
-        if flt.created_before is not None:
-            cond.append(M.c.created_at <= flt.created_before)
-        return self._page(MessageRecord, M, cond, [M.c.created_at.desc(), M.c.id.desc()], page, per_page)
 
     def _page(self, cls: type[T], table: Any, cond: list[Any], order: list[Any], page: int,
               per_page: int) -> Page[T]:

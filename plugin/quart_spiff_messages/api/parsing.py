@@ -1,0 +1,80 @@
+"""Reading a request: the JSON body and the query string, each validated once, by its schema.
+
+A query model may name, per field, the error a bad value of that field is (``FIELD_ERRORS``): the send query's
+TTL is ``invalid_time_to_live``, its key ``invalid_message_instance_uuid``; any other field is
+``invalid_query_parameter`` with ``field`` naming it.
+"""
+
+from __future__ import annotations
+
+import json as stdjson
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from quart import request
+
+from .. import errors as e
+from . import json_guard
+from .state import state
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def json_object(what: str, root: str, required: bool = True) -> dict[str, Any]:
+    """The request body as a JSON object: 413 beyond the size limit, 400 ``invalid_payload`` for anything else.
+
+    Non-finite numbers, lone surrogates and NUL are refused here, with ``field`` naming where (below ``root``):
+    the store, the correlation index and every later answer could not hold them.
+    """
+    settings = state().settings
+    limit = settings.max_payload_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise e.PayloadTooLarge(f"the {what} is larger than {limit} bytes")
+    body = await request.get_data()
+    raw = body if isinstance(body, bytes) else body.encode()
+    if len(raw) > limit:
+        raise e.PayloadTooLarge(f"the {what} is larger than {limit} bytes")
+    if not raw.strip():
+        if required:
+            raise e.InvalidPayload(f"the {what} must be a JSON object; the body is empty")
+        return {}
+    try:
+        text = raw.decode("utf-8")
+        value = stdjson.loads(text, parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise e.InvalidPayload(f"the {what} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise e.InvalidPayload(f"the {what} must be a JSON object, not {type(value).__name__}")
+    depth, clean = json_guard.scan(value, json_guard.may_hold_bad_strings(text))
+    if depth > settings.max_payload_depth:
+        raise e.InvalidPayload(f"the {what} is nested deeper than {settings.max_payload_depth} levels")
+    if not clean:
+        field, why = json_guard.flaw(value, root) or (root, "is not clean")
+        raise e.InvalidPayload(f"the {what} is refused: {field} {why}", field=field)
+    return value
+
+
+def query(model: type[M]) -> M:
+    """The query string validated by ``model``; the first bad field is the answer."""
+    try:
+        return model.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "query"
+        error: type[e.SpiffMessagesError] = getattr(model, "FIELD_ERRORS", {}).get(field, e.InvalidQueryParameter)
+        raise error(f"{field}: {first['msg']}", field=field) from exc
+
+
+async def body(model: type[M], what: str) -> M:
+    """An optional JSON object body validated by ``model`` (400 ``invalid_request`` naming the field)."""
+    raw = await json_object(what, "", required=False)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        raise e.InvalidRequest(f"{field}: {first['msg']}", field=field) from exc

@@ -1,0 +1,172 @@
+"""The message list: stored message rows and the receivers waiting now, in one newest-first order.
+
+A catch an instance waits at is listed as a ``receive`` row with status ``ready`` and the correlation keys it
+waits for, as Spiff Arena lists its waiting receivers. It is read from the subscription index at the moment of
+the query, not written as a row: a wait is indexed once already, and a second copy could disagree with it. Such
+a row's ``id`` is the negative of its first subscription row's id (stable while it waits, never a stored
+message's id). On delivery the wait leaves the index and the stored ``receive`` row (``completed``) takes its
+place; a wait that ends otherwise is stored as a ``cancelled`` receive row (:mod:`.receivers`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select, tuple_, union_all
+
+from ..names import group_path
+from . import statements as sql
+from .records import MessageRecord, Page, record
+
+if TYPE_CHECKING:
+    from . import MessageFilter, Tx
+
+M, P, S = sql.MESSAGES, sql.INSTANCES, sql.SUBSCRIPTIONS
+
+
+@dataclass(frozen=True)
+class ListedMessage:
+    """A row of the list: the message, and the process of its instance (None for a message sent from outside)."""
+
+    message: MessageRecord
+    process_key: str | None
+    process_id: str | None
+
+
+def _wants(values: Sequence[str] | None, value: str) -> bool:
+    return values is None or len(values) == 0 or value in values
+
+
+def _message_ids(flt: MessageFilter) -> Any:
+    cond: list[Any] = []
+    if flt.name:
+        cond.append(M.c.name == flt.name)
+    if flt.statuses:
+        cond.append(M.c.status.in_(list(flt.statuses)))
+    if flt.message_types:
+        cond.append(M.c.message_type.in_(list(flt.message_types)))
+    if flt.process_instance_id is not None:
+        cond.append(M.c.process_instance_id == flt.process_instance_id)
+    if flt.created_after is not None:
+        cond.append(M.c.created_at >= flt.created_after)
+    if flt.created_before is not None:
+        cond.append(M.c.created_at <= flt.created_before)
+    stmt = select(M.c.id.label("id"), M.c.created_at.label("created_at"))
+    if flt.process_model_identifier is not None:
+        stmt = stmt.join(P, P.c.id == M.c.process_instance_id).where(P.c.process_key == flt.process_model_identifier)
+    return stmt.where(*cond)
+
+
+def _wait_ids(flt: MessageFilter) -> Any | None:
+    """One row per waiting catch (instance, task, message name): its negative id and when it began to wait."""
+    if not (_wants(flt.statuses, "ready") and _wants(flt.message_types, "receive")):
+        return None
+    created = func.min(S.c.created_at)
+    stmt = select((-func.min(S.c.id)).label("id"), created.label("created_at"))
+    if flt.process_model_identifier is not None:
+        stmt = stmt.join(P, P.c.id == S.c.process_instance_id).where(P.c.process_key == flt.process_model_identifier)
+    if flt.name:
+        stmt = stmt.where(S.c.message_name == flt.name)
+    if flt.process_instance_id is not None:
+        stmt = stmt.where(S.c.process_instance_id == flt.process_instance_id)
+    stmt = stmt.group_by(S.c.process_instance_id, S.c.task_id, S.c.message_name)
+    if flt.created_after is not None:
+        stmt = stmt.having(created >= flt.created_after)
+    if flt.created_before is not None:
+        stmt = stmt.having(created <= flt.created_before)
+    return stmt
+
+
+def list_messages(tx: Tx, flt: MessageFilter, page: int, per_page: int) -> Page[ListedMessage]:
+    """Messages and waiting receivers matching ``flt``, newest first (then by id, descending: a wait's id is
+    negative, so its magnitude orders it among other waits)."""
+    parts = [_message_ids(flt)]
+    waits = _wait_ids(flt)
+    if waits is not None:
+        parts.append(waits)
+    both = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
+    total = tx.conn.execute(select(func.count()).select_from(both)).scalar_one()
+    ids = [int(i) for i in tx.conn.execute(
+        select(both.c.id).order_by(both.c.created_at.desc(), func.abs(both.c.id).desc(), both.c.id.desc())
+        .offset((page - 1) * per_page).limit(per_page)).scalars()]
+    stored = {r.id: r for r in _stored(tx, [i for i in ids if i > 0])}
+    waiting = _waiting(tx, [-i for i in ids if i < 0])
+    found = [stored.get(i) if i > 0 else waiting.get(-i) for i in ids]
+    rows = [r for r in found if r is not None]  # (a row purged between the two reads is left out)
+    processes = _processes(tx, {r.process_instance_id for r in rows if r.process_instance_id is not None})
+    return Page([ListedMessage(r, *processes.get(r.process_instance_id or 0, (None, None))) for r in rows],
+                int(total), page, per_page)
+
+
+def _stored(tx: Tx, ids: list[int]) -> list[MessageRecord]:
+    if not ids:
+        return []
+    return [record(MessageRecord, r) for r in tx.conn.execute(select(M).where(M.c.id.in_(ids))).mappings()]
+
+
+def _waiting(tx: Tx, first_ids: list[int]) -> dict[int, MessageRecord]:
+    """The waiting receivers whose first subscription rows are ``first_ids``, as ``receive`` rows."""
+    if not first_ids:
+        return {}
+    heads = list(tx.conn.execute(select(S.c.id, S.c.process_instance_id, S.c.task_id, S.c.message_name)
+                                 .where(S.c.id.in_(first_ids))))
+    waits = {(int(h.process_instance_id), str(h.task_id), str(h.message_name)): int(h.id) for h in heads}
+    rows = tx.conn.execute(
+        select(S).where(tuple_(S.c.process_instance_id, S.c.task_id, S.c.message_name).in_(list(waits)))
+        .order_by(S.c.id)).mappings()
+    keys: dict[int, dict[str, Any]] = {}
+    created: dict[int, float] = {}
+    for r in rows:
+        head = waits[(int(r["process_instance_id"]), str(r["task_id"]), str(r["message_name"]))]
+        created.setdefault(head, float(r["created_at"]))
+        if r["key_name"]:
+            keys.setdefault(head, {})[str(r["key_name"])] = json.loads(r["values_json"])
+    out = {}
+    for (instance_id, _task, name), head in waits.items():
+        out[head] = MessageRecord(
+            id=-head, name=name, scope="", message_type="receive", status="ready", payload=None,
+            correlation_keys=keys.get(head, {}), process_instance_id=instance_id, counterpart_id=None,
+            message_instance_uuid=None, failure_cause=None, expires_at=None, created_at=created[head],
+            updated_at=created[head])
+    return out
+
+
+def _processes(tx: Tx, instance_ids: set[int]) -> dict[int, tuple[str, str]]:
+    """Instance id -> (process key, process id), for the rows that belong to an instance."""
+    if not instance_ids:
+        return {}
+    found = tx.conn.execute(select(P.c.id, P.c.process_key, P.c.process_id).where(P.c.id.in_(list(instance_ids))))
+    return {int(i): (str(k), str(p)) for i, k, p in found}
+
+
+
+def waits_of(tx: Tx, instance_id: int) -> dict[tuple[str, str], dict[str, Any]]:
+    """What an instance waits for now, by (task id, message name): the correlation keys each wait expects."""
+    rows = tx.conn.execute(select(S.c.task_id, S.c.message_name, S.c.key_name, S.c.values_json)
+                           .where(S.c.process_instance_id == instance_id).order_by(S.c.id))
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for task_id, name, key, values in rows:
+        keys = out.setdefault((str(task_id), str(name)), {})
+        if key:
+            keys[str(key)] = json.loads(values)
+    return out
+
+
+def waiting_instances(tx: Tx, message_name: str, scope: str) -> int:
+    """How many instances wait for ``message_name`` in ``scope`` (its group and sub-groups; "" = every group)."""
+    stmt = select(func.count(func.distinct(S.c.process_instance_id))).where(S.c.message_name == message_name)
+    if scope:
+        path = group_path(scope)
+        stmt = stmt.where(func.substr(S.c.group_path, 1, len(path)) == path)
+    return int(tx.conn.execute(stmt).scalar_one())
+
+
+def ended_receives(tx: Tx, message_name: str, limit: int = 200) -> list[MessageRecord]:
+    """The latest waits for ``message_name`` that ended (receive rows delivered or cancelled), newest first."""
+    stmt = (select(M).where(M.c.name == message_name, M.c.message_type == "receive",
+                            M.c.status.in_(("completed", "failed", "cancelled")))
+            .order_by(M.c.id.desc()).limit(limit))
+    return [record(MessageRecord, r) for r in tx.conn.execute(stmt).mappings()]
