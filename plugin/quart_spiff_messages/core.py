@@ -237,7 +237,8 @@ class Core:
         for timer in fired:
             tx.record_event("timer_fired", row.id, element_id=timer.element_id, timer_type=timer.timer_type,
                             due_at=timer.due_at)
-        row = self._settle(tx, row, inst, had_timers)
+        delivered = {(action.task_id, action.message.name)} if took and isinstance(action, Deliver) else set()
+        row = self._settle(tx, row, inst, had_timers, delivered)
         self._record_changes(tx, before, row, inst, ready_before)
         failure = inst.failure.as_json() if inst.failure is not None else None
         return Applied(row, consumed, self.engine.task_data(inst), failure, tuple(fired))
@@ -254,9 +255,11 @@ class Core:
         return fired, True
 
     # -- settling ---------------------------------------------------------------------------------------------
-    def _settle(self, tx: Tx, row: InstanceRecord, inst: Instance, had_timers: bool) -> InstanceRecord:
+    def _settle(self, tx: Tx, row: InstanceRecord, inst: Instance, had_timers: bool,
+                delivered: set[tuple[str, str]]) -> InstanceRecord:
         """Index the instance's waits and timers, hand it buffered messages that fit, queue what it threw, save it.
-        """
+
+        ``delivered``: the waits (task id, message name) a message reached in this change."""
         for _ in range(MAX_CHAINED_DELIVERIES):
             for thrown in self.engine.drain(inst):
                 out = tx.add_message(name=thrown.message_name, scope="", message_type="send", status="ready",
@@ -264,9 +267,11 @@ class Core:
                                      process_instance_id=row.id)
                 assert out.id is not None
                 tx.outbox.append(out.id)
-            added = receivers.sync_waits(tx, row, self._wait_rows(inst))
-            if not added or not self._take_buffered(tx, row, inst, added):
+            added = receivers.sync_waits(tx, row, self._wait_rows(inst), delivered)
+            taken = self._take_buffered(tx, row, inst, added) if added else None
+            if taken is None:
                 break
+            delivered.add(taken)
         timers = self.engine.timers(inst)
         if timers or had_timers:  # an instance that never had a timer costs the timer index nothing
             tx.sync_timers(row.id, [TimerRow(t.task_id, t.element_id, t.timer_type, t.due_at) for t in timers])
@@ -300,8 +305,10 @@ class Core:
                 pass
         return self.engine.load(row.state, self.entry(tx, row))
 
-    def _take_buffered(self, tx: Tx, row: InstanceRecord, inst: Instance, added: Sequence[WaitRow]) -> bool:
-        """Deliver the oldest ready message that one of the new waits accepts; True if one was delivered."""
+    def _take_buffered(self, tx: Tx, row: InstanceRecord, inst: Instance,
+                       added: Sequence[WaitRow]) -> tuple[str, str] | None:
+        """Deliver the oldest ready message that one of the new waits accepts; the wait (task id, message name) it
+        reached, or None."""
         tx.lock_keys(exclusive=[correlation_lock(w.message_name, w.key.key, w.key.digest) if w.key
                                 else correlation_lock(w.message_name) for w in added])
         for cand in tx.ready_messages_for(row.process_group, added):
@@ -310,13 +317,15 @@ class Core:
             if claimed is None:
                 continue
             tasks = dict.fromkeys(w.task_id for w in added if w.message_name == claimed.name)
-            if any(self.engine.deliver(inst, t, claimed.name, claimed.payload_object) for t in tasks):
+            took = next((t for t in tasks if self.engine.deliver(inst, t, claimed.name, claimed.payload_object)),
+                        None)
+            if took is not None:
                 self.engine.run(inst)
                 self._received(tx, claimed, row, inst)
                 tx.drop_message_keys(cand.id)
-                return True
+                return took, claimed.name
             tx.update_message(claimed, status="ready")
-        return False
+        return None
 
     def _wait_rows(self, inst: Instance) -> list[WaitRow]:
         rows = []

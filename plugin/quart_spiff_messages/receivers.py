@@ -8,35 +8,19 @@ to completed, the instance finished or failed), ``cancelled`` here. Each wait en
 
 from __future__ import annotations
 
-import weakref
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from .store import InstanceRecord, Tx, WaitRow
-from .store.listing import waits_of
-
-# per transaction: how many of its events this module has already matched with ended waits
-_seen: weakref.WeakKeyDictionary[Tx, int] = weakref.WeakKeyDictionary()
 
 
-def sync_waits(tx: Tx, row: InstanceRecord, waits: Sequence[WaitRow]) -> list[WaitRow]:
-    """Index ``waits`` as the instance's waits (``Tx.sync_subscriptions``) and store a ``cancelled`` receive row
-    for each wait that ended without a delivery. Returns the waits that are new."""
-    before = waits_of(tx, row.id)
-    added = tx.sync_subscriptions(row.id, row.process_group, waits)
-    still = {(w.task_id, w.message_name) for w in waits}
-    ended = [(wait, keys) for wait, keys in before.items() if wait not in still]
-    start = _seen.get(tx, 0)
-    _seen[tx] = len(tx.events)
-    if not ended:
-        return added
-    # a delivery in this transaction ended one wait of its name: that wait's row is the delivery's receive row
-    delivered = Counter(ev.data.get("name") for ev in tx.events[start:]
-                        if ev.kind == "message_delivered" and ev.process_instance_id == row.id)
-    for (_task, name), keys in ended:
-        if delivered[name] > 0:
-            delivered[name] -= 1
-            continue
-        tx.add_message(name=name, scope="", message_type="receive", status="cancelled", payload=None,
-                       correlation_keys=keys, process_instance_id=row.id)
+def sync_waits(tx: Tx, row: InstanceRecord, waits: Sequence[WaitRow],
+               delivered: Collection[tuple[str, str]]) -> list[WaitRow]:
+    """Index ``waits`` as the instance's waits and store a ``cancelled`` receive row for each wait that ended
+    without a delivery (``delivered``: the (task id, message name) waits a message reached in this change; their
+    receive row is the delivery's). Returns the waits that are new."""
+    added, ended = tx.sync_subscriptions(row.id, row.process_group, waits)
+    for wait in ended:
+        if (wait.task_id, wait.message_name) not in delivered:
+            tx.add_message(name=wait.message_name, scope="", message_type="receive", status="cancelled",
+                           payload=None, correlation_keys=wait.correlation_keys, process_instance_id=row.id)
     return added

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import json
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from . import db
 from . import statements as sql
 from .models import MESSAGE_STATUSES
 from .records import (
+    EndedWait,
     InstanceRecord,
     MessageRecord,
     Page,
@@ -43,9 +45,9 @@ from .records import (
 )
 from .sqlite import SqliteStore
 
-__all__ = ["MESSAGE_STATUSES", "AlreadyExists", "Busy", "Committed", "InstanceRecord", "MessageFilter",
-           "MessageRecord", "Page", "Store", "TimerRow", "TimerStartRecord", "Tx", "WaitRow", "WaitingTask",
-           "correlation_lock"]
+__all__ = ["MESSAGE_STATUSES", "AlreadyExists", "Busy", "Committed", "EndedWait", "InstanceRecord",
+           "MessageFilter", "MessageRecord", "Page", "Store", "TimerRow", "TimerStartRecord", "Tx", "WaitRow",
+           "WaitingTask", "correlation_lock"]
 
 T = TypeVar("T")
 RETRY_STATES = {"40P01", "40001"}  # deadlock detected, serialization failure: run the transaction again
@@ -387,27 +389,39 @@ class Tx:
         return [record(InstanceRecord, r) for r in rows]
 
     # -- subscriptions ------------------------------------------------------------------------------------------
-    def sync_subscriptions(self, instance_id: int, group: str, waits: Sequence[WaitRow]) -> list[WaitRow]:
+    def sync_subscriptions(self, instance_id: int, group: str,
+                           waits: Sequence[WaitRow]) -> tuple[list[WaitRow], list[EndedWait]]:
         """Make the index say exactly ``waits``; unchanged waits keep their row (their place in line).
 
         Two statements, no read: delete what is no longer wanted, insert the rest skipping rows that exist
-        (unique index), and learn from ``RETURNING`` which waits are new.
+        (unique index), and learn from ``RETURNING`` which waits are new and which ended (a wait of a task and
+        message no longer in ``waits``, with the keys it expected).
         """
         wanted = {(w.task_id, w.message_name, w.key.key if w.key else "", w.key.digest if w.key else ""): w
                   for w in waits}
         if wanted:
-            self.conn.execute(sql.DELETE_OTHER_WAITS, {"instance_id": instance_id, "keep": list(wanted)})
+            deleted = self.conn.execute(sql.DELETE_OTHER_WAITS, {"instance_id": instance_id, "keep": list(wanted)})
         else:
-            self.conn.execute(sql.DELETE_WAITS, {"instance_id": instance_id})
-            return []
+            deleted = self.conn.execute(sql.DELETE_WAITS, {"instance_id": instance_id})
+        still = {(w.task_id, w.message_name) for w in waits}
+        ended: dict[tuple[str, str], dict[str, Any]] = {}
+        for task_id, name, key, values in deleted:
+            if (task_id, name) not in still:
+                keys = ended.setdefault((str(task_id), str(name)), {})
+                if key:
+                    keys[str(key)] = json.loads(values)
+        gone = [EndedWait(t, n, keys) for (t, n), keys in ended.items()]
+        if not wanted:
+            return [], gone
         rows = [{"process_instance_id": instance_id, "message_name": w.message_name, "group_path": group_path(group),
                  "key_name": k[2], "values_digest": k[3], "values_json": w.key.canonical if w.key else "",
                  "task_id": w.task_id, "element_id": w.element_id, "created_at": self.now}
                 for k, w in wanted.items()]
         added = self.conn.execute(sql.insert_waits(self.store.dialect), rows).all()
-        return [wanted[(t, m, k, d)] for t, m, k, d in added]
+        return [wanted[(t, m, k, d)] for t, m, k, d in added], gone
 
     # -- timers -------------------------------------------------------------------------------------------------
+
     def sync_timers(self, instance_id: int, timers: Sequence[TimerRow]) -> None:
         """Make the timer index say exactly ``timers`` for the instance (a cycle's row moves to its next due)."""
         if not timers:

@@ -143,18 +143,6 @@ def _processes(tx: Tx, instance_ids: set[int]) -> dict[int, tuple[str, str]]:
 
 
 
-def waits_of(tx: Tx, instance_id: int) -> dict[tuple[str, str], dict[str, Any]]:
-    """What an instance waits for now, by (task id, message name): the correlation keys each wait expects."""
-    rows = tx.conn.execute(select(S.c.task_id, S.c.message_name, S.c.key_name, S.c.values_json)
-                           .where(S.c.process_instance_id == instance_id).order_by(S.c.id))
-    out: dict[tuple[str, str], dict[str, Any]] = {}
-    for task_id, name, key, values in rows:
-        keys = out.setdefault((str(task_id), str(name)), {})
-        if key:
-            keys[str(key)] = json.loads(values)
-    return out
-
-
 def waiting_instances(tx: Tx, message_name: str, scope: str) -> int:
     """How many instances wait for ``message_name`` in ``scope`` (its group and sub-groups; "" = every group)."""
     stmt = select(func.count(func.distinct(S.c.process_instance_id))).where(S.c.message_name == message_name)

@@ -67,6 +67,15 @@ class WaitRow:
 
 
 @dataclass(frozen=True)
+class EndedWait:
+    """A wait the index dropped: its task, its message and the correlation keys it expected."""
+
+    task_id: str
+    message_name: str
+    correlation_keys: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class TimerRow:
     """A timer an instance waits at, as the store indexes it (built by the core from the engine's timers)."""
 

@@ -56,10 +56,14 @@ SAVE_INSTANCE = (update(INSTANCES).where(INSTANCES.c.id == bindparam("_id"))
                  .values(state=bindparam("state"), status=bindparam("status"),
                          correlations=bindparam("correlations"), error=bindparam("error"),
                          updated_at=bindparam("updated_at")))
-DELETE_WAITS = delete(SUBSCRIPTIONS).where(SUBSCRIPTIONS.c.process_instance_id == bindparam("instance_id"))
-DELETE_OTHER_WAITS = DELETE_WAITS.where(
+# what a deleted wait was (a wait that ends becomes a receive row with the keys it expected)
+_ENDED = (SUBSCRIPTIONS.c.task_id, SUBSCRIPTIONS.c.message_name, SUBSCRIPTIONS.c.key_name, SUBSCRIPTIONS.c.values_json)
+DELETE_WAITS = (delete(SUBSCRIPTIONS).where(SUBSCRIPTIONS.c.process_instance_id == bindparam("instance_id"))
+                .returning(*_ENDED))
+DELETE_OTHER_WAITS = (delete(SUBSCRIPTIONS).where(
+    SUBSCRIPTIONS.c.process_instance_id == bindparam("instance_id"),
     tuple_(SUBSCRIPTIONS.c.task_id, SUBSCRIPTIONS.c.message_name, SUBSCRIPTIONS.c.key_name,
-           SUBSCRIPTIONS.c.values_digest).not_in(bindparam("keep", expanding=True)))
+           SUBSCRIPTIONS.c.values_digest).not_in(bindparam("keep", expanding=True))).returning(*_ENDED))
 
 DELETE_TIMERS = delete(TIMERS).where(TIMERS.c.process_instance_id == bindparam("instance_id"))
 DELETE_OTHER_TIMERS = DELETE_TIMERS.where(
