@@ -30,7 +30,8 @@ FIXTURES = ROOT / "bpmn_fixtures"
 BROKEN = Path(__file__).resolve().parent / "bpmn_broken"
 CASES = Path(__file__).resolve().parent / "bpmn_cases"
 TABLES = ("spiff_message_key", "spiff_message_instance", "spiff_subscription", "spiff_process_instance",
-          "spiff_process_spec", "spiff_catalog_generation", "spiff_event", "spiff_timer", "spiff_timer_start")
+          "spiff_process_spec", "spiff_catalog_generation", "spiff_event", "spiff_timer", "spiff_timer_start",
+          "spiff_service_call")
 
 
 Clock = ManualClock  # an injectable clock: tests move time instead of sleeping

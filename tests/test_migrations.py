@@ -81,13 +81,13 @@ def test_sqlite_head_matches_the_models(sqlite_store: SqliteStore) -> None:
 
 def test_the_comparison_sees_a_missing_migration(sqlite_store: SqliteStore) -> None:
     """Guards the test above against comparing nothing: one revision short of head, the last table is missing."""
-    sqlite_store.upgrade("0005")
+    sqlite_store.upgrade("0006")
     with sqlite_store.read_engine.connect() as conn:
         found = differences(conn)
     assert sorted((diff[0], diff[1].name) for diff in found) == [
-        ("add_index", "ix_spiff_timer_due_at"), ("add_index", "ix_spiff_timer_process_instance_id"),
-        ("add_index", "ix_spiff_timer_start_next_due"), ("add_index", "ux_spiff_timer_task"),
-        ("add_table", "spiff_timer"), ("add_table", "spiff_timer_start")]
+        ("add_index", "ix_spiff_service_call_next_attempt_at"),
+        ("add_index", "ix_spiff_service_call_process_instance_id"), ("add_index", "ux_spiff_service_call_task"),
+        ("add_table", "spiff_service_call")]
 
 
 def test_sqlite_downgrade_to_base_then_upgrade_to_head(sqlite_store: SqliteStore) -> None:

@@ -58,10 +58,11 @@ CONFIG_KEYS: dict[str, tuple[str, str, str]] = {
                                "How often the background task marks expired buffered messages `cancelled` and "
                                "purges old ones."),
     "TIMER_INTERVAL_SECONDS": ("app", "number ≥ 0",
-                               "The longest the timer loop sleeps: it wakes at each nearest due time anyway, and at "
-                               "once when this worker writes a nearer one; this bounds how late a timer another "
-                               "worker wrote can fire. `0`: this worker fires no timers (an overdue timer still "
-                               "fires before a message reaches its instance)."),
+                               "The longest the work loop (timers and service calls) sleeps: it wakes at each nearest "
+                               "due time anyway, and at once when this worker writes a nearer one; this bounds how "
+                               "late a timer or a service call another worker wrote is taken up. `0`: this worker "
+                               "fires no timers (an overdue timer still fires before a message reaches its instance) "
+                               "and wakes at least every second for service calls."),
     "LOCK_TIMEOUT_SECONDS": ("app", "number ≥ 0",
                              "How long a message waits for a busy instance before `503 instance_busy` with "
                              "`Retry-After`."),
@@ -109,6 +110,10 @@ CONFIG_KEYS: dict[str, tuple[str, str, str]] = {
                          "stops in `error` with an incident naming the operator, the attempts and the last error."),
     "SERVICE_BACKOFF_SECONDS": ("app", "number ≥ 0",
                                 "Pause before a handler's second call; doubled before each later one."),
+    "SERVICE_LEASE_SECONDS": ("app", "number > 0",
+                              "How long a worker holds a service call it claimed; renewed every third of it while "
+                              "the handler runs. A worker that dies stops renewing it: once it runs out, another "
+                              "worker calls the handler again (at least once)."),
     "SERVICE_HANDLERS": ("app", "module:name",
                          "A mapping of service operator ids to handlers, imported at start-up (how "
                          "`spiff-messages serve` and `check` learn them); the key `*` handles every other operator. "

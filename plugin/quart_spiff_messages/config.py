@@ -43,6 +43,7 @@ class Settings:
     readiness_timeout_seconds: float = 1.0  # below a probe's usual 1-2 s timeout, far above a healthy query
     service_attempts: int = 3  # calls of a raising service handler before the instance stops in error
     service_backoff_seconds: float = 1.0  # pause before the 2nd call; doubled before each later one
+    service_lease_seconds: float = 30.0  # a claimed call's lease, renewed while its handler runs
     service_handlers: str = ""  # "module:name" of a mapping operator id -> handler ("*": every other operator)
     cors_origins: tuple[str, ...] = ()  # empty: no CORS headers (same-origin only)
 
@@ -100,6 +101,7 @@ class Settings:
             readiness_timeout_seconds=_positive("READINESS_TIMEOUT_SECONDS", get("READINESS_TIMEOUT_SECONDS", 1.0)),
             service_attempts=max(1, int(_number("SERVICE_ATTEMPTS", get("SERVICE_ATTEMPTS", 3)))),
             service_backoff_seconds=_number("SERVICE_BACKOFF_SECONDS", get("SERVICE_BACKOFF_SECONDS", 1.0)),
+            service_lease_seconds=_positive("SERVICE_LEASE_SECONDS", get("SERVICE_LEASE_SECONDS", 30.0)),
             service_handlers=str(get("SERVICE_HANDLERS", "")),
         )
 

@@ -19,7 +19,17 @@ from .engine import Engine, HumanTask, Instance, ServiceWait, TimerWait
 from .errors import ServiceTaskNotWaiting, TaskAmbiguous, TaskNotFound, TaskNotReady
 from .events import INSTANCE_STATUS_EVENTS
 from .scripts import RunInfo, current_caller
-from .store import Committed, InstanceRecord, MessageRecord, Store, TimerRow, Tx, WaitRow, correlation_lock
+from .store import (
+    Committed,
+    InstanceRecord,
+    MessageRecord,
+    ServiceCallRow,
+    Store,
+    TimerRow,
+    Tx,
+    WaitRow,
+    correlation_lock,
+)
 
 # A delivery can make an instance take buffered messages, which can make it wait again: bound the chain.
 MAX_CHAINED_DELIVERIES = 100
@@ -202,7 +212,7 @@ class Core:
     def _apply(self, tx: Tx, action: Action, instance_id: int | None) -> Applied | None:
         before: InstanceRecord | None = None  # the instance as it was (None: a new one)
         fired: list[TimerWait] = []
-        had_timers = False
+        had_timers = had_services = False
         if isinstance(action, (StartByMessage, StartWithData, StartByTimer)):
             made = action.make(self)
             if made is None:
@@ -225,7 +235,9 @@ class Core:
             inst = self._load_current(tx, found) if retry else self.engine.load(found.state, self.entry(tx, found))
             inst.run_info = _run_info(row)
             ready_before = {t.id for t in self.engine.human_tasks(inst)}
-            ready_before |= {s.task_id for s in self.engine.service_tasks(inst, waiting_only=True)}
+            services_before = {s.task_id for s in self.engine.service_tasks(inst, waiting_only=True)}
+            ready_before |= services_before
+            had_services = bool(services_before)
             fired, had_timers = self.timers_first(inst, tx.now)
             took = action.act(self.engine, inst)
             if not took and not fired:
@@ -238,7 +250,7 @@ class Core:
             tx.record_event("timer_fired", row.id, element_id=timer.element_id, timer_type=timer.timer_type,
                             due_at=timer.due_at)
         delivered = {(action.task_id, action.message.name)} if took and isinstance(action, Deliver) else set()
-        row = self._settle(tx, row, inst, had_timers, delivered)
+        row = self._settle(tx, row, inst, had_timers or had_services, delivered)
         self._record_changes(tx, before, row, inst, ready_before)
         failure = inst.failure.as_json() if inst.failure is not None else None
         return Applied(row, consumed, self.engine.task_data(inst), failure, tuple(fired))
@@ -255,11 +267,14 @@ class Core:
         return fired, True
 
     # -- settling ---------------------------------------------------------------------------------------------
-    def _settle(self, tx: Tx, row: InstanceRecord, inst: Instance, had_timers: bool,
+    def _settle(self, tx: Tx, row: InstanceRecord, inst: Instance, had_work: bool,
                 delivered: set[tuple[str, str]]) -> InstanceRecord:
-        """Index the instance's waits and timers, hand it buffered messages that fit, queue what it threw, save it.
+        """Index the instance's waits, timers and service calls, hand it buffered messages that fit, queue what it
+        threw, save it.
 
-        ``delivered``: the waits (task id, message name) a message reached in this change."""
+        ``had_work``: it had timers or service calls before the change (an instance that never had either costs
+        their indexes nothing); ``delivered``: the waits (task id, message name) a message reached in this change.
+        """
         for _ in range(MAX_CHAINED_DELIVERIES):
             for thrown in self.engine.drain(inst):
                 out = tx.add_message(name=thrown.message_name, scope="", message_type="send", status="ready",
@@ -273,8 +288,11 @@ class Core:
                 break
             delivered.add(taken)
         timers = self.engine.timers(inst)
-        if timers or had_timers:  # an instance that never had a timer costs the timer index nothing
+        calls = self.engine.service_tasks(inst, waiting_only=True)
+        if timers or calls or had_work:
             tx.sync_timers(row.id, [TimerRow(t.task_id, t.element_id, t.timer_type, t.due_at) for t in timers])
+            tx.sync_service_calls(row.id, [ServiceCallRow(c.task_id, c.element_id, c.operator, c.params)
+                                           for c in calls])
         return tx.save_instance(row, state=self.engine.dump(inst), status=self.engine.status(inst),
                                 correlations=self.engine.correlations(inst),
                                 error=inst.failure.as_json() if inst.failure else None)

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
@@ -55,7 +55,7 @@ class _AppState:
     _store: Store | None = None
     services: Services | None = None  # calls the host's service handlers (while the app serves)
     sweeper: asyncio.Task[None] | None = None
-    timer_loop: asyncio.Task[None] | None = None
+    work_loop: asyncio.Task[None] | None = None  # timers and service calls
     alarm: Alarm | None = None
     generation: int = 0  # the catalog generation this process has loaded
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -213,42 +213,41 @@ class SpiffMessages:
             await store.dispose()
             raise
         services = Services(lambda: state.runtime, self.service_handlers, lambda: self.default_service_handler,
-                            state.settings.service_attempts, state.settings.service_backoff_seconds)
-
-        async def on_commit(events: Sequence[Event]) -> None:
-            await signals.send(app, events)
-            await services.on_events(events)
-
-        store.on_commit = on_commit
+                            state.settings.service_attempts, state.settings.service_backoff_seconds,
+                            state.settings.service_lease_seconds)
+        store.on_commit = lambda events: signals.send(app, events)
         state._store, state.services = store, services
         state._runtime = Runtime.create(catalog, engine, store, state.settings.max_ttl_seconds)
         recovered = await state._runtime.upkeep.recover()
         if recovered:
             log.info("re-offered %d thrown messages left ready by an earlier run", recovered)
-        called = await services.recover()
-        if called:
-            log.info("called the handlers of %d service tasks left waiting by an earlier run", called)
         await state._runtime.timers.schedule_starts()
         loop = asyncio.get_running_loop()
         state.sweeper = loop.create_task(self._sweep_forever(state))
-        if state.settings.timer_interval_seconds > 0:
-            alarm = state.alarm = Alarm(state.clock, state.settings.timer_interval_seconds)
-            store.on_due = alarm.due
-            if isinstance(self.clock, ManualClock):
-                self.clock.listeners.append(alarm.ring)
-            state.timer_loop = loop.create_task(self._fire_timers_forever(state, alarm))
+        alarm = state.alarm = Alarm(state.clock, state.settings.timer_interval_seconds or 1.0)
+        store.on_due = alarm.due
+        if isinstance(self.clock, ManualClock):
+            self.clock.listeners.append(alarm.ring)
+        state.work_loop = loop.create_task(self._work_forever(state, services, alarm))
 
-    async def _fire_timers_forever(self, state: _AppState, alarm: Alarm) -> None:
-        """Fire due timers while the app serves: at each nearest due time, and at least every interval."""
+    async def _work_forever(self, state: _AppState, services: Services, alarm: Alarm) -> None:
+        """Fire due timers and call due service handlers while the app serves: at each nearest due time, at once
+        when this worker commits something due sooner, and at least every interval (what other workers wrote)."""
+        timers = state.settings.timer_interval_seconds > 0  # 0: this worker fires no timers
         while True:
             next_due = None
             try:
-                await state.runtime.timers.fire_due()
-                next_due = await state.store.read(lambda tx: tx.next_timer_due())
+                if timers:
+                    await state.runtime.timers.fire_due()
+                await services.dispatch_due()
+                due = [await services.next_due()]
+                if timers:
+                    due.append(await state.store.read(lambda tx: tx.next_timer_due()))
+                next_due = min((d for d in due if d is not None), default=None)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("firing timers failed; retrying")
+                log.exception("firing timers or calling service handlers failed; retrying")
             await alarm.sleep(next_due)
 
     async def _sweep_forever(self, state: _AppState) -> None:
@@ -267,12 +266,12 @@ class SpiffMessages:
 
     async def _stop(self, app: Quart) -> None:
         state: _AppState = app.extensions[EXTENSION_KEY]
-        for task in (state.sweeper, state.timer_loop):
+        for task in (state.sweeper, state.work_loop):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        state.sweeper = state.timer_loop = None
+        state.sweeper = state.work_loop = None
         if state.alarm is not None and isinstance(self.clock, ManualClock) \
                 and state.alarm.ring in self.clock.listeners:
             self.clock.listeners.remove(state.alarm.ring)

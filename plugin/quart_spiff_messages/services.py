@@ -1,17 +1,19 @@
 """Service tasks as external work: the instance waits at a service task; the host's handler does the work.
 
 A service task never runs inside a message's transaction. When an instance comes to a service task it waits
-there (``waiting_for`` lists the task, its operator id and its evaluated parameters) and the transaction commits;
-the commit's ``service_task_waiting`` event reaches :meth:`Services.on_events`, which calls the host's handler for
-that operator (or the default one) in an asyncio task of its own, so a slow handler delays no request. Its result
-completes the task through the core, in a transaction of its own (:class:`~.core.CompleteService`). A handler that
-raises is retried with exponential backoff; after the last attempt the instance stops in ``error`` with an incident
-naming the operator, the attempts and the last error (:class:`~.core.FailService`). An operator without a handler
-waits for a remote worker: ``PUT /v1.0/tasks/{instance}/{task}/callback`` with the result.
+there (``waiting_for`` lists the task, its operator id and its evaluated parameters), and the core writes a row
+for the call (``spiff_service_call``) in the same transaction. Each worker's work loop (the timer loop, woken by
+that commit) claims due calls of operators it has a handler for, with a lease (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL: one worker per call), and calls the handler in an asyncio task of its own, so a slow handler delays no
+request; the lease is renewed while it runs. Its result completes the task through the core, in a transaction of
+its own (:class:`~.core.CompleteService`), which removes the row. A handler that raises is retried with exponential
+backoff (the row keeps the next attempt's number and time); after the last attempt the instance stops in ``error``
+with an incident naming the operator, the attempts and the last error (:class:`~.core.FailService`). An operator
+without a handler waits for a remote worker: ``PUT /v1.0/tasks/{instance}/{task}/callback`` with the result.
 
-At least once: a worker that dies between the commit and the handler's result leaves the task waiting; at start-up
-:meth:`Services.recover` calls the handlers of every waiting service task again (several workers starting together
-may each call one). A result for a task that no longer waits is refused (409 over HTTP; logged here).
+At least once: a worker that dies while a handler runs (or pauses between attempts) stops renewing the lease; when
+it runs out, any worker claims the call again and the handler is called again. A result for a task that no longer
+waits is refused (409 over HTTP; logged here).
 """
 
 from __future__ import annotations
@@ -21,17 +23,14 @@ import importlib
 import inspect
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .core import Applied, CompleteService, FailService, Retry
-from .engine import PENDING
 from .errors import InstanceNotFound, InstanceNotInError, ServiceTaskNotWaiting, SpiffMessagesError, TaskNotFound
-from .events import Event
 from .outcomes import Outcome
-from .store import Tx
+from .store import ServiceCallRecord, Tx
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -55,80 +54,125 @@ Handler = Callable[[ServiceCall], Any]  # async (or plain) function; returns the
 
 
 class Services:
-    """Calls the host's service handlers after the commit, retries them, and applies their results."""
+    """Claims due service calls, calls the host's handlers, retries them, and applies their results."""
 
     def __init__(self, runtime: Callable[[], Runtime], handlers: Mapping[str, Handler],
-                 default: Callable[[], Handler | None], attempts: int = 3, backoff_seconds: float = 1.0) -> None:
+                 default: Callable[[], Handler | None], attempts: int = 3, backoff_seconds: float = 1.0,
+                 lease_seconds: float = 30.0) -> None:
         self._runtime = runtime  # the current one: a reload replaces it
         self.handlers = handlers
         self._default = default
         self.attempts = max(1, attempts)
         self.backoff_seconds = backoff_seconds
+        self.lease_seconds = lease_seconds
         self._running: dict[tuple[int, str], asyncio.Task[None]] = {}
 
     def handler_for(self, operator: str) -> Handler | None:
         return self.handlers.get(operator) or self._default()
 
-    # -- after each commit ------------------------------------------------------------------------------------
-    async def on_events(self, events: Iterable[Event]) -> None:
-        """Start the handler of each service task a committed change made wait (the store's on-commit hook)."""
-        for event in events:
-            if event.kind == "service_task_waiting" and event.process_instance_id is not None:
-                self.dispatch(event.process_instance_id, event.data)
+    @property
+    def operators(self) -> list[str] | None:
+        """The operators this worker has a handler for (None: all, there is a default handler)."""
+        return None if self._default() is not None else sorted(self.handlers)
 
-    def dispatch(self, instance_id: int, service: Mapping[str, Any]) -> bool:
-        """Call the handler of one waiting service task in a task of its own; False without a handler (a remote
-        worker completes it) or when it is being called already."""
-        key = (instance_id, str(service["task_guid"]))
-        handler = self.handler_for(str(service["operator"]))
-        if handler is None or key in self._running:
-            return False
-        task = asyncio.get_running_loop().create_task(self._call(handler, instance_id, service))
-        self._running[key] = task
-        task.add_done_callback(lambda _: self._running.pop(key, None))
-        return True
+    # -- the work loop ------------------------------------------------------------------------------------------
+    async def dispatch_due(self) -> int:
+        """Claim the due service calls this worker has handlers for and call each handler in a task of its own
+        (a slow handler delays no request); returns how many were started."""
+        runtime, operators = self._runtime(), self.operators
+        if operators == []:
+            return 0
+        claimed = await runtime.store.write(lambda tx: tx.claim_service_calls(operators, self.lease_seconds))
+        started = 0
+        for call in claimed:
+            key = (call.process_instance_id, call.task_id)
+            handler = self.handler_for(call.operator)
+            if handler is None or key in self._running:
+                continue
+            task = asyncio.get_running_loop().create_task(self._call(handler, call))
+            self._running[key] = task
+            task.add_done_callback(lambda _, key=key: self._running.pop(key, None))  # type: ignore[misc]
+            started += 1
+        return started
 
-    async def _call(self, handler: Handler, instance_id: int, service: Mapping[str, Any]) -> None:
-        task_guid, operator = str(service["task_guid"]), str(service["operator"])
-        attempt = int(service.get("attempts") or 0) + 1
+    async def next_due(self) -> float | None:
+        """When a service call this worker could claim is next due (or its lease runs out)."""
+        operators = self.operators
+        return await self._runtime().store.read(lambda tx: tx.next_service_call_due(operators))
+
+    async def _call(self, handler: Handler, claimed: ServiceCallRecord) -> None:
+        """Call the handler until it returns or the attempts are spent, keeping the claim's lease alive."""
+        instance_id, task_guid, operator = claimed.process_instance_id, claimed.task_id, claimed.operator
+        attempt = claimed.attempt
+        keep_alive = asyncio.get_running_loop().create_task(self._renew(claimed.id))
+        try:
+            while True:
+                call = ServiceCall(operator, dict(claimed.params), instance_id, task_guid, claimed.element_id,
+                                   attempt)
+                try:
+                    # a plain function runs in a thread: a blocking handler must not stall the worker's requests
+                    result = handler(call) if inspect.iscoroutinefunction(handler) else \
+                        await asyncio.to_thread(handler, call)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    json.dumps(result, allow_nan=False)  # what is not JSON is the handler's failure
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    give_up = attempt >= self.attempts
+                    error = f"{type(exc).__name__}: {exc}"
+                    log.warning("service %s for instance %s failed (attempt %d of %d): %s", operator, instance_id,
+                                attempt, self.attempts, error)
+                    pause = self.backoff_seconds * 2 ** (attempt - 1)
+                    if not await self._failed(instance_id, task_guid, error, give_up, attempt + 1, pause) \
+                            or give_up:
+                        return
+                    await asyncio.sleep(pause)
+                    attempt += 1
+                    continue
+                try:
+                    await self.complete(instance_id, task_guid, result)
+                except SpiffMessagesError as exc:  # completed meanwhile (a callback), or the instance is gone
+                    log.info("result of service %s for instance %s not applied: %s", operator, instance_id,
+                             exc.message)
+                except Exception:
+                    log.exception("result of service %s for instance %s not applied; its handler is called again "
+                                  "once the claim's lease runs out", operator, instance_id)
+                return
+        finally:
+            keep_alive.cancel()
+
+    async def _renew(self, call_id: int) -> None:
+        """While a handler runs, push its claim's lease on (a worker that dies stops doing so)."""
+        store = self._runtime().store
         while True:
-            call = ServiceCall(operator, dict(service.get("params") or {}), instance_id, task_guid,
-                               str(service.get("element_id", "")), attempt)
+            await asyncio.sleep(self.lease_seconds / 3)
             try:
-                # a plain function runs in a thread: a blocking handler must not stall the worker's requests
-                result = handler(call) if inspect.iscoroutinefunction(handler) else \
-                    await asyncio.to_thread(handler, call)
-                if inspect.isawaitable(result):
-                    result = await result
-                json.dumps(result, allow_nan=False)  # what is not JSON is the handler's failure
+                await store.write(lambda tx: tx.renew_service_calls([call_id], tx.now + self.lease_seconds))
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                give_up = attempt >= self.attempts
-                error = f"{type(exc).__name__}: {exc}"
-                log.warning("service %s for instance %s failed (attempt %d of %d): %s", operator, instance_id,
-                            attempt, self.attempts, error)
-                if not await self._apply(instance_id, FailService(task_guid, error, give_up)) or give_up:
-                    return
-                await asyncio.sleep(self.backoff_seconds * 2 ** (attempt - 1))
-                attempt += 1
-                continue
-            try:
-                await self.complete(instance_id, task_guid, result)
-            except SpiffMessagesError as exc:  # completed meanwhile (a callback), or the instance is gone
-                log.info("result of service %s for instance %s not applied: %s", operator, instance_id, exc.message)
             except Exception:
-                log.exception("result of service %s for instance %s not applied; it is called again at the next "
-                              "start-up", operator, instance_id)
-            return
+                log.exception("could not renew the lease of service call %s", call_id)
 
-    async def _apply(self, instance_id: int, action: FailService) -> bool:
+    async def _failed(self, instance_id: int, task_guid: str, error: str, give_up: bool, next_attempt: int,
+                      pause: float) -> bool:
+        """Record a failed attempt through the core; the call's row moves to the next attempt, still held by this
+        worker while it pauses. False when the task waits for nothing any more."""
+        runtime = self._runtime()
+
+        def attempt(tx: Tx) -> Applied | None:
+            applied = runtime.core.apply(tx, FailService(task_guid, error, give_up), instance_id)
+            if applied is not None and not give_up:
+                when = tx.now + pause
+                tx.reschedule_service_call(instance_id, task_guid, next_attempt, when, when + self.lease_seconds)
+            return applied
+
         try:
-            done = await self._runtime().core.advance(action, instance_id)
+            done = await runtime.store.run(attempt)
         except Exception:
             log.exception("could not record a failed attempt of instance %s's service task", instance_id)
             return False
-        await self._runtime().router.flush(done.outbox)
+        await runtime.router.flush(done.outbox)
         return done.value is not None
 
     # -- the Python API and the routes --------------------------------------------------------------------------
@@ -169,28 +213,10 @@ class Services:
         await runtime.router.flush(done.outbox)
         return Outcome.of("retried", done.value)
 
-    # -- start-up and shutdown --------------------------------------------------------------------------------
-    async def recover(self) -> int:
-        """Call the handlers of every service task that waits (a crash may have cut the last call short)."""
-        runtime = self._runtime()
-        started, after = 0, 0
-        while True:
-            batch = await runtime.store.read(partial(_pending_after, after=after))
-            if not batch:
-                return started
-            for instance_id in batch:
-                try:
-                    view = await runtime.reads.instance_view(instance_id)
-                except InstanceNotFound:
-                    continue
-                for service in view.services:
-                    if service.status == "waiting":
-                        started += self.dispatch(instance_id, service.as_json())
-            after = batch[-1]
-
+    # -- tests and shutdown ----------------------------------------------------------------------------------
     async def settle(self) -> None:
-        """Until no handler call is under way (what a test waits for)."""
-        while self._running:
+        """Until no handler call is due or under way (what a test waits for)."""
+        while await self.dispatch_due() or self._running:
             await asyncio.gather(*list(self._running.values()), return_exceptions=True)
 
     async def stop(self) -> None:
@@ -211,10 +237,6 @@ def load_handlers(path: str) -> dict[str, Handler]:
     if not isinstance(found, Mapping):
         raise ValueError(f"service handlers {path!r} is a {type(found).__name__}, not a mapping of operator ids")
     return dict(found)
-
-
-def _pending_after(tx: Tx, after: int) -> list[int]:
-    return tx.instances_with_state_marker(PENDING, after)
 
 
 def _instance(tx: Tx, instance_id: int) -> Any:

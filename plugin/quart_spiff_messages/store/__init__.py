@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import and_, case, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
@@ -37,6 +37,8 @@ from .records import (
     InstanceRecord,
     MessageRecord,
     Page,
+    ServiceCallRecord,
+    ServiceCallRow,
     TimerRow,
     TimerStartRecord,
     WaitingTask,
@@ -46,8 +48,8 @@ from .records import (
 from .sqlite import SqliteStore
 
 __all__ = ["MESSAGE_STATUSES", "AlreadyExists", "Busy", "Committed", "EndedWait", "InstanceRecord",
-           "MessageFilter", "MessageRecord", "Page", "Store", "TimerRow", "TimerStartRecord", "Tx", "WaitRow",
-           "WaitingTask", "correlation_lock"]
+           "MessageFilter", "MessageRecord", "Page", "ServiceCallRecord", "ServiceCallRow", "Store", "TimerRow",
+           "TimerStartRecord", "Tx", "WaitRow", "WaitingTask", "correlation_lock"]
 
 T = TypeVar("T")
 RETRY_STATES = {"40P01", "40001"}  # deadlock detected, serialization failure: run the transaction again
@@ -59,7 +61,7 @@ ATTEMPTS = 4
 FINISHED = ("completed", "cancelled", "not_accepted", "failed")
 
 M, P, S, K = sql.MESSAGES, sql.INSTANCES, sql.SUBSCRIPTIONS, sql.MESSAGE_KEYS  # messages, process instances, ...
-TM, TS = sql.TIMERS, sql.TIMER_STARTS
+TM, TS, SC = sql.TIMERS, sql.TIMER_STARTS, sql.SERVICE_CALLS
 
 
 class Busy(Exception):
@@ -366,12 +368,6 @@ class Tx:
         self.conn.execute(update(P).where(P.c.id == row.id).values(spec_version=spec_version))
         return dataclasses.replace(row, spec_version=spec_version)
 
-    def instances_with_state_marker(self, marker: str, after_id: int = 0, limit: int = 500) -> list[int]:
-        """Ids of waiting instances whose saved state holds ``marker`` (start-up recovery of service tasks)."""
-        stmt = (select(P.c.id).where(P.c.status == "waiting", P.c.id > after_id, P.c.state.contains(marker))
-                .order_by(P.c.id).limit(limit))
-        return [int(i) for i in self.conn.execute(stmt).scalars()]
-
     def list_instances(self, *, status: str | None, process_key: str | None, page: int,
                        per_page: int) -> Page[InstanceRecord]:
         cond = []
@@ -385,7 +381,8 @@ class Tx:
         """Instances in ``waiting`` that the index has no wait for (the invariants check reads their state)."""
         indexed = select(S.c.id).where(S.c.process_instance_id == P.c.id).exists()
         timed = select(TM.c.id).where(TM.c.process_instance_id == P.c.id).exists()
-        rows = self.conn.execute(select(P).where(P.c.status == "waiting", ~indexed, ~timed).order_by(P.c.id)).mappings()
+        rows = self.conn.execute(select(P).where(P.c.status == "waiting", ~indexed, ~timed)
+                                 .order_by(P.c.id)).mappings()
         return [record(InstanceRecord, r) for r in rows]
 
     # -- subscriptions ------------------------------------------------------------------------------------------
@@ -496,6 +493,65 @@ class Tx:
                                   updated_at=self.now))
         if rec.next_due is not None:
             self.due_at(rec.next_due)
+
+    # -- service calls ------------------------------------------------------------------------------------------
+    def sync_service_calls(self, instance_id: int, calls: Sequence[ServiceCallRow]) -> None:
+        """Make the service calls of the instance exactly ``calls`` (those already there keep their attempts and
+        lease); a new one is due now."""
+        keep = [c.task_id for c in calls]
+        stmt = delete(SC).where(SC.c.process_instance_id == instance_id)
+        self.conn.execute(stmt.where(SC.c.task_id.not_in(keep)) if keep else stmt)
+        if not calls:
+            return
+        added = self.conn.execute(sql.insert_service_calls(self.store.dialect), [
+            {"process_instance_id": instance_id, "task_id": c.task_id, "element_id": c.element_id,
+             "operator": c.operator, "params": c.params, "attempt": 1, "next_attempt_at": self.now,
+             "lease_until": None, "created_at": self.now} for c in calls]).all()
+        if added:
+            self.due_at(self.now)
+
+    def claim_service_calls(self, operators: Sequence[str] | None, lease_seconds: float,
+                            limit: int = 100) -> list[ServiceCallRecord]:
+        """Due service calls nobody holds (``operators``: only these; None: any), oldest due first, leased to this
+        transaction's caller until ``now + lease_seconds`` (PostgreSQL skips rows another claim holds)."""
+        cond = [SC.c.next_attempt_at <= self.now, or_(SC.c.lease_until.is_(None), SC.c.lease_until <= self.now)]
+        if operators is not None:
+            if not operators:
+                return []
+            cond.append(SC.c.operator.in_(list(operators)))
+        stmt = select(SC).where(*cond).order_by(SC.c.next_attempt_at, SC.c.id).limit(limit)
+        if self.store.dialect == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        found = [record(ServiceCallRecord, r) for r in self.conn.execute(stmt).mappings()]
+        if found:
+            until = self.now + lease_seconds
+            self.conn.execute(update(SC).where(SC.c.id.in_([c.id for c in found])).values(lease_until=until))
+            found = [dataclasses.replace(c, lease_until=until) for c in found]
+        return found
+
+    def renew_service_calls(self, ids: Sequence[int], until: float) -> None:
+        """Extend the leases of calls whose handlers still run."""
+        if ids:
+            self.conn.execute(update(SC).where(SC.c.id.in_(list(ids)), SC.c.lease_until.is_not(None))
+                              .values(lease_until=until))
+
+    def reschedule_service_call(self, instance_id: int, task_id: str, attempt: int, when: float,
+                                lease_until: float | None) -> None:
+        """After a failed attempt: the next one is number ``attempt``, due at ``when``."""
+        self.conn.execute(update(SC).where(SC.c.process_instance_id == instance_id, SC.c.task_id == task_id)
+                          .values(attempt=attempt, next_attempt_at=when, lease_until=lease_until))
+        self.due_at(when)
+
+    def next_service_call_due(self, operators: Sequence[str] | None) -> float | None:
+        """When the next service call (of ``operators``) can be claimed: its due time, or its lease's end."""
+        free_at = case((SC.c.lease_until > SC.c.next_attempt_at, SC.c.lease_until), else_=SC.c.next_attempt_at)
+        stmt = select(func.min(free_at))
+        if operators is not None:
+            if not operators:
+                return None
+            stmt = stmt.where(SC.c.operator.in_(list(operators)))
+        found = self.conn.execute(stmt).scalar_one_or_none()
+        return float(found) if found is not None else None
 
     def find_waiting_tasks(self, message_name: str, scope: str, keys: Sequence[tuple[str, str]],
                            limit: int = 8) -> list[WaitingTask]:

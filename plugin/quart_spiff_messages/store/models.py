@@ -90,6 +90,28 @@ class Timer(Base):
     __table_args__ = (Index("ux_spiff_timer_task", "process_instance_id", "task_id", "element_id", unique=True),)
 
 
+class ServiceCall(Base):
+    """One row per service task waiting for its result while a handler of this host can do its work: what the
+    workers claim (with a lease) to call the handler. Written and removed with the instance (the core's settle
+    step); a failed attempt moves ``next_attempt_at`` on. A claim holds ``lease_until``; a worker that dies lets it
+    run out, and another worker calls the handler again (at least once)."""
+
+    __tablename__ = "spiff_service_call"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    process_instance_id: Mapped[int] = mapped_column(
+        ForeignKey("spiff_process_instance.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[str] = mapped_column(String(36))
+    element_id: Mapped[str] = mapped_column(String(255))
+    operator: Mapped[str] = mapped_column(String(255))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    attempt: Mapped[int] = mapped_column(Integer)  # the number of the next call: 1 for the first
+    next_attempt_at: Mapped[float] = mapped_column(Double, index=True)
+    lease_until: Mapped[float | None] = mapped_column(Double, nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (Index("ux_spiff_service_call_task", "process_instance_id", "task_id", unique=True),)
+
+
 class TimerStart(Base):
     """The schedule of one timer start event: when it next starts an instance and how many starts are left.
 

@@ -86,6 +86,31 @@ class TimerRow:
 
 
 @dataclass(frozen=True)
+class ServiceCallRow:
+    """A service task waiting for its result, as the store indexes it (built by the core from the engine's)."""
+
+    task_id: str
+    element_id: str
+    operator: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ServiceCallRecord:
+    """A claimed service call: which handler to call, with what, for which attempt."""
+
+    id: int
+    process_instance_id: int
+    task_id: str
+    element_id: str
+    operator: str
+    params: dict[str, Any]
+    attempt: int
+    next_attempt_at: float
+    lease_until: float | None
+
+
+@dataclass(frozen=True)
 class TimerStartRecord:
     """The schedule of one timer start event (see the ``spiff_timer_start`` table)."""
 

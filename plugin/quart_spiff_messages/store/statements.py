@@ -23,6 +23,7 @@ from .models import (
     MessageKey,
     ProcessInstance,
     ProcessSpec,
+    ServiceCall,
     Subscription,
     Timer,
     TimerStart,
@@ -37,6 +38,7 @@ GENERATION: Table = CatalogGeneration.__table__  # type: ignore[assignment]
 EVENTS: Table = Event.__table__  # type: ignore[assignment]
 TIMERS: Table = Timer.__table__  # type: ignore[assignment]
 TIMER_STARTS: Table = TimerStart.__table__  # type: ignore[assignment]
+SERVICE_CALLS: Table = ServiceCall.__table__  # type: ignore[assignment]
 
 MESSAGE_COLUMNS = tuple(c.key for c in MESSAGES.columns if c.key != "id")
 
@@ -132,3 +134,10 @@ def upsert_timers(dialect: str) -> Any:
     return stmt.on_conflict_do_update(
         index_elements=[TIMERS.c.process_instance_id, TIMERS.c.task_id, TIMERS.c.element_id],
         set_={"due_at": stmt.excluded.due_at, "timer_type": stmt.excluded.timer_type})
+
+
+@functools.lru_cache(maxsize=4)
+def insert_service_calls(dialect: str) -> Any:
+    """Insert service calls, keeping those already there (their attempts and lease), returning the new ones."""
+    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert_(SERVICE_CALLS).on_conflict_do_nothing().returning(SERVICE_CALLS.c.id)
