@@ -383,10 +383,11 @@ class SpiffMessages:
         return await self.runtime.reads.events(after, limit)
 
     async def fire_timers(self) -> int:
-        """Fire the timers (and start the timer start events) due now; returns how many instances fired or
-        started. The app's timer loop does this by itself; call it when the loop is off
-        (``SPIFF_MESSAGES_TIMER_INTERVAL_SECONDS = 0``) or after moving a test clock."""
-        return await self.runtime.timers.fire_due()
+        """Fire the timers (and start the timer start events) due now, and wait for those another transaction is
+        firing; returns how many instances this call fired or started. The app's timer loop does this by itself;
+        call it when the loop is off (``SPIFF_MESSAGES_TIMER_INTERVAL_SECONDS = 0``) or after moving a test clock.
+        """
+        return await self.runtime.timers.fire_all_due()
 
     async def list_tasks(self, instance_id: int) -> list[HumanTask]:
         """The READY user, manual and plain tasks of an instance."""

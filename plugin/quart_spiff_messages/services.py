@@ -215,9 +215,18 @@ class Services:
 
     # -- tests and shutdown ----------------------------------------------------------------------------------
     async def settle(self) -> None:
-        """Until no handler call is due or under way (what a test waits for)."""
-        while await self.dispatch_due() or self._running:
-            await asyncio.gather(*list(self._running.values()), return_exceptions=True)
+        """Until no handler call is due or under way, here or in a claim another transaction is making (what a
+        test waits for)."""
+        store = self._runtime().store
+        while True:
+            await self.dispatch_due()
+            if self._running:
+                await asyncio.gather(*list(self._running.values()), return_exceptions=True)
+                continue
+            due = await self.next_due()
+            if due is None or due > store.clock():
+                return
+            await asyncio.sleep(0.01)  # claimed by a transaction that has not committed yet
 
     async def stop(self) -> None:
         for task in list(self._running.values()):
