@@ -25,6 +25,8 @@ from quart_spiff_messages import SpiffMessages
 from quart_spiff_messages.clock import ManualClock
 from quart_spiff_messages.pytest_plugin import make_spiff_app
 
+from .browser import browser  # noqa: F401 (the headless Chromium fixture of the browser tests)
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "bpmn_fixtures"
 BROKEN = Path(__file__).resolve().parent / "bpmn_broken"

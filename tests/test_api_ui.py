@@ -1,12 +1,11 @@
 """The API's UI (``/v1.0/ui``) works offline: headless Chromium that can resolve no host but the server's own loads
 Swagger UI from the package that ships it and lists our operations.
 
-Without chromium the test is skipped, except in CI (``CI=true``) where it fails.
+Without chromium the test is skipped, except in CI (``CI=true``) where it fails (``tests/browser.py``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,30 +16,6 @@ import pytest
 from quart_spiff_messages.testing import Server, serving
 
 from .conftest import FIXTURES
-from .test_messages_page import CHROMEDRIVER, CHROMIUM
-
-
-@pytest.fixture(scope="module")
-def offline_browser() -> Iterator[Any]:
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        message = "Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
-                # no network: every host name but the loopback address fails to resolve (a CDN cannot load)
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--no-proxy-server"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture
@@ -49,22 +24,22 @@ def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
         yield srv
 
 
-def test_the_api_ui_lists_our_operations_offline(offline_browser: Any, server: Server) -> None:
+def test_the_api_ui_lists_our_operations_offline(browser: Any, server: Server) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    offline_browser.get(f"{server.url}/ui")
-    WebDriverWait(offline_browser, 30).until(
+    browser.get(f"{server.url}/ui")
+    WebDriverWait(browser, 30).until(
         lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")) > 0)
     shown = {(e.find_element(By.CSS_SELECTOR, ".opblock-summary-method").text,
               e.find_element(By.CSS_SELECTOR, ".opblock-summary-path").get_attribute("data-path"))
-             for e in offline_browser.find_elements(By.CSS_SELECTOR, ".opblock-summary")}
+             for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary")}
     document = httpx.get(f"{server.url}/openapi.json").json()
     documented = {(method.upper(), path) for path, ops in document["paths"].items() for method in ops}
     assert documented and shown == documented
     assert ("POST", "/v1.0/messages/{modified_message_name}") in shown
     # everything the page loaded came from the server itself
-    loaded = offline_browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     origin = server.url.rsplit("/v1.0", 1)[0]
     assert loaded and all(url.startswith(origin) for url in loaded), loaded
 

@@ -423,7 +423,9 @@ class Engine:
         """The instance's service tasks that were called (with attempts and outcome); ``waiting_only``: those
         that wait for their result now."""
         out = []
-        for task in inst.workflow.get_tasks():
+        # a task that waits for its result is STARTED: the hot path (``waiting_only``) looks at those alone
+        tasks = inst.workflow.get_tasks(state=TaskState.STARTED) if waiting_only else inst.workflow.get_tasks()
+        for task in tasks:
             record = task.internal_data.get(SERVICE)
             if not isinstance(record, Mapping):
                 continue

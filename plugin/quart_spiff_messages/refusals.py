@@ -9,8 +9,9 @@ reasons, in the order they are looked for:
 - ``missing_correlation_properties``: the payload lacks what the catches' retrieval expressions read
   (``properties`` names them);
 - ``wait_ended``: an instance waited for these key values, but that wait has ended (``process_instance_id``);
-- ``no_matching_wait``: ``waiting`` instances wait for this name, none for these key values
-  (``correlation_keys``: the values computed from this payload; never another instance's values).
+- ``no_matching_wait``: ``waiting`` instances wait for this name (counted up to 1,000: ``waiting_at_least``),
+  none for these key values (``correlation_keys``: the values computed from this payload; never another
+  instance's values).
 
 The text (``message``, also the row's ``failure_cause``) says the same in words.
 """
@@ -25,7 +26,7 @@ from .catalog import Catalog
 from .correlation import KeyValue, Property, evaluate
 from .names import ScopedName
 from .store import Tx
-from .store.listing import ended_receives, waiting_instances
+from .store.listing import WAITING_CAP, ended_receives, waiting_instances
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,11 @@ def explain(tx: Tx, catalog: Catalog, scoped: ScopedName, payload: Mapping[str, 
                                                              "correlation_keys": computed})
     waiting = waiting_instances(tx, name, scoped.group)
     if waiting:
+        count = f"at least {waiting}" if waiting >= WAITING_CAP else str(waiting)
         return Refusal("no_matching_wait", f"No waiting process instance{where} correlates with message {name!r}: "
-                       f"{waiting} process instance(s) wait for it, none for the key values {computed} computed "
-                       "from this payload.", {"waiting": waiting, "correlation_keys": computed})
+                       f"{count} process instance(s) wait for it, none for the key values {computed} computed "
+                       "from this payload.", {"waiting": waiting, "waiting_at_least": waiting >= WAITING_CAP,
+                                              "correlation_keys": computed})
     return Refusal("no_matching_wait", f"No waiting process instance{where} correlates with message {name!r}, and "
                    f"no Message Start Event{where} starts on it.", {"waiting": 0, "correlation_keys": computed})
 
@@ -96,8 +99,7 @@ def _ended_wait(tx: Tx, name: str, computed: dict[str, dict[str, Any]]) -> int |
     """An instance whose wait for ``name`` with one of these key values has ended (the latest), if any."""
     if not computed:
         return None
-    for row in ended_receives(tx, name):
-        keys = row.correlation_keys or {}
+    for instance_id, keys in ended_receives(tx, name):
         if any(keys.get(k) == v for k, v in computed.items()):
-            return row.process_instance_id
+            return instance_id
     return None

@@ -143,18 +143,22 @@ def _processes(tx: Tx, instance_ids: set[int]) -> dict[int, tuple[str, str]]:
 
 
 
-def waiting_instances(tx: Tx, message_name: str, scope: str) -> int:
-    """How many instances wait for ``message_name`` in ``scope`` (its group and sub-groups; "" = every group)."""
-    stmt = select(func.count(func.distinct(S.c.process_instance_id))).where(S.c.message_name == message_name)
+WAITING_CAP = 1000  # a refusal counts the instances waiting for its message up to this many
+
+
+def waiting_instances(tx: Tx, message_name: str, scope: str, cap: int = WAITING_CAP) -> int:
+    """How many instances wait for ``message_name`` in ``scope`` (its group and sub-groups; "" = every group),
+    counted up to ``cap``: a refusal says "at least" beyond it rather than count every waiter."""
     if scope:
-        path = group_path(scope)
-        stmt = stmt.where(func.substr(S.c.group_path, 1, len(path)) == path)
-    return int(tx.conn.execute(stmt).scalar_one())
+        found = tx.conn.execute(sql.COUNT_WAITERS_IN_GROUP,
+                                {"name": message_name, "group": group_path(scope), "cap": cap})
+    else:
+        found = tx.conn.execute(sql.COUNT_WAITERS, {"name": message_name, "cap": cap})
+    return int(found.scalar_one())
 
 
-def ended_receives(tx: Tx, message_name: str, limit: int = 200) -> list[MessageRecord]:
-    """The latest waits for ``message_name`` that ended (receive rows delivered or cancelled), newest first."""
-    stmt = (select(M).where(M.c.name == message_name, M.c.message_type == "receive",
-                            M.c.status.in_(("completed", "failed", "cancelled")))
-            .order_by(M.c.id.desc()).limit(limit))
-    return [record(MessageRecord, r) for r in tx.conn.execute(stmt).mappings()]
+def ended_receives(tx: Tx, message_name: str, limit: int = 50) -> list[tuple[int | None, dict[str, Any]]]:
+    """The latest waits for ``message_name`` that ended (receive rows delivered or cancelled), newest first: the
+    instance and the keys it waited with."""
+    found = tx.conn.execute(sql.ENDED_RECEIVES, {"name": message_name, "limit": limit})
+    return [(instance_id, keys or {}) for instance_id, keys in found]

@@ -141,3 +141,19 @@ def insert_service_calls(dialect: str) -> Any:
     """Insert service calls, keeping those already there (their attempts and lease), returning the new ones."""
     insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
     return insert_(SERVICE_CALLS).on_conflict_do_nothing().returning(SERVICE_CALLS.c.id)
+
+
+# the refusal path (refusals.py): how many instances wait for a name (counted up to a cap), the latest ended waits
+_WAITERS = select(SUBSCRIPTIONS.c.process_instance_id).where(SUBSCRIPTIONS.c.message_name == bindparam("name"))
+COUNT_WAITERS = select(func.count()).select_from(_WAITERS.distinct().limit(bindparam("cap")).subquery())
+COUNT_WAITERS_IN_GROUP = select(func.count()).select_from(
+    _WAITERS.where(in_group(SUBSCRIPTIONS.c.group_path)).distinct().limit(bindparam("cap")).subquery())
+# one branch per status, each read in the (status, name, id) index's order: never a sort of every ended wait
+_LATEST_ENDED = union_all(*(
+    select(select(MESSAGES.c.id, MESSAGES.c.process_instance_id, MESSAGES.c.correlation_keys)
+           .where(MESSAGES.c.status == status, MESSAGES.c.name == bindparam("name"),
+                  MESSAGES.c.message_type == "receive")
+           .order_by(MESSAGES.c.id.desc()).limit(bindparam("limit")).subquery())
+    for status in ("completed", "failed", "cancelled"))).subquery()
+ENDED_RECEIVES = (select(_LATEST_ENDED.c.process_instance_id, _LATEST_ENDED.c.correlation_keys)
+                  .order_by(_LATEST_ENDED.c.id.desc()).limit(bindparam("limit")))
