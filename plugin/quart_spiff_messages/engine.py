@@ -204,6 +204,9 @@ class Instance:
         self.entry = entry
         self.failure: ProcessFailure | None = None
         self.run_info: RunInfo | None = None
+        # whether a service task was ever called (its record is in the state): the waiting-only scan is skipped
+        # for the instances that never call one, which are most
+        self.called_services = False
 
 
 class Engine:
@@ -411,6 +414,7 @@ class Engine:
                 inst.workflow.do_engine_steps()
             except ServicePending as pending:  # SpiffWorkflow marked it ERROR on the way out
                 pending.task._set_state(TaskState.STARTED)
+                inst.called_services = True
                 continue
             except Exception as exc:  # a script raising anything is a process error, not a server error
                 inst.failure = _failure(exc)
@@ -422,7 +426,9 @@ class Engine:
     def service_tasks(self, inst: Instance, waiting_only: bool = False) -> list[ServiceWait]:
         """The instance's service tasks that were called (with attempts and outcome); ``waiting_only``: those
         that wait for their result now."""
-        out = []
+        out: list[ServiceWait] = []
+        if waiting_only and not inst.called_services:
+            return out
         # a task that waits for its result is STARTED: the hot path (``waiting_only``) looks at those alone
         tasks = inst.workflow.get_tasks(state=TaskState.STARTED) if waiting_only else inst.workflow.get_tasks()
         for task in tasks:
@@ -672,7 +678,9 @@ class Engine:
         self._serializer.migrate(dct)
         wf = self._serializer.from_dict(dct, spec=entry.spec, subprocess_specs=entry.subprocess_specs)
         wf.script_engine = self.script_engine  # the script engine is not serialized
-        return Instance(wf, entry)
+        inst = Instance(wf, entry)
+        inst.called_services = SERVICE in state
+        return inst
 
 
 _AMBIGUOUS = object()  # an element id that names several READY tasks
