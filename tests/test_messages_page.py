@@ -55,14 +55,24 @@ def _rows(driver: Any) -> list[dict[str, str]]:
 
 def _after(driver: Any, action: Any) -> None:
     """Do ``action`` (a click that loads a page) and wait until the new page has replaced the old one."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = driver.find_element(By.TAG_NAME, "html")
     action()
+
+    def replaced(_: Any) -> bool:
+        try:
+            return bool(expected_conditions.staleness_of(old)(driver))
+        except WebDriverException as exc:  # asked while the old document is being torn down: gone too
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+
     wait = WebDriverWait(driver, 10)
-    wait.until(expected_conditions.staleness_of(old))
+    wait.until(replaced)
     wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
