@@ -292,7 +292,9 @@ class SpiffMessages:
     def script_function(self, name: str | None = None, /) -> Callable[[F], F]: ...
 
     def script_function(self, arg: Any = None, /) -> Any:
-        """Decorator: make a function callable from BPMN scripts, under its own name or ``name``::
+        """Decorator: make a function callable from BPMN scripts, under its own name or ``name``.
+
+        For example::
 
             @messages.script_function
             def current_user(context): return context.caller["user"]
@@ -306,7 +308,9 @@ class SpiffMessages:
         return lambda fn: register(fn, arg)
 
     def service_handler(self, operator: str | None = None) -> Callable[[F], F]:
-        """Decorator: the handler of service tasks with this operator id (None: of every operator without one)::
+        """Decorator: the handler of service tasks with this operator id (None: of every operator without one).
+
+        For example::
 
             @messages.service_handler("http/GetRequestV2")
             async def get(call: ServiceCall) -> dict: ...

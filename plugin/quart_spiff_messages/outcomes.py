@@ -17,7 +17,7 @@ METRIC_RESULTS = {"delivered": "delivered", "started": "started", "buffered": "b
 class Outcome:
     """What happened to one message (or one API start)."""
 
-    kind: str  # delivered | started | task_completed | buffered | not_accepted | process_error
+    kind: str  # delivered | started | task_completed | retried | buffered | not_accepted | process_error
     message: MessageRecord | None
     instance: InstanceRecord | None = None
     task_data: dict[str, Any] | None = None
