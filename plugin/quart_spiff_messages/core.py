@@ -250,8 +250,8 @@ class Core:
             tx.record_event("timer_fired", row.id, element_id=timer.element_id, timer_type=timer.timer_type,
                             due_at=timer.due_at)
         delivered = {(action.task_id, action.message.name)} if took and isinstance(action, Deliver) else set()
-        row = self._settle(tx, row, inst, had_timers or had_services, delivered)
-        self._record_changes(tx, before, row, inst, ready_before)
+        row, calls = self._settle(tx, row, inst, had_timers or had_services, delivered)
+        self._record_changes(tx, before, row, inst, ready_before, calls)
         failure = inst.failure.as_json() if inst.failure is not None else None
         return Applied(row, consumed, self.engine.task_data(inst), failure, tuple(fired))
 
@@ -268,7 +268,7 @@ class Core:
 
     # -- settling ---------------------------------------------------------------------------------------------
     def _settle(self, tx: Tx, row: InstanceRecord, inst: Instance, had_work: bool,
-                delivered: set[tuple[str, str]]) -> InstanceRecord:
+                delivered: set[tuple[str, str]]) -> tuple[InstanceRecord, list[ServiceWait]]:
         """Index the instance's waits, timers and service calls, hand it buffered messages that fit, queue what it
         threw, save it.
 
@@ -293,14 +293,15 @@ class Core:
             tx.sync_timers(row.id, [TimerRow(t.task_id, t.element_id, t.timer_type, t.due_at) for t in timers])
             tx.sync_service_calls(row.id, [ServiceCallRow(c.task_id, c.element_id, c.operator, c.params)
                                            for c in calls])
-        return tx.save_instance(row, state=self.engine.dump(inst), status=self.engine.status(inst),
-                                correlations=self.engine.correlations(inst),
-                                error=inst.failure.as_json() if inst.failure else None)
+        saved = tx.save_instance(row, state=self.engine.dump(inst), status=self.engine.status(inst),
+                                 correlations=self.engine.correlations(inst),
+                                 error=inst.failure.as_json() if inst.failure else None)
+        return saved, calls
 
     def _record_changes(self, tx: Tx, before: InstanceRecord | None, row: InstanceRecord, inst: Instance,
-                        ready_before: set[str]) -> None:
-        """The events of one change: the instance's new status (each time it comes to wait again too) and the
-        human tasks that became READY."""
+                        ready_before: set[str], calls: list[ServiceWait]) -> None:
+        """The events of one change: the instance's new status (each time it comes to wait again too), the human
+        tasks that became READY and the service tasks that came to wait (``calls``: those waiting now)."""
         kind = INSTANCE_STATUS_EVENTS[row.status]
         if kind == "instance_waiting" or before is None or before.status != row.status:
             tx.record_event(kind, row.id, process_model_identifier=row.process_key, status=row.status,
@@ -309,7 +310,7 @@ class Core:
             if task.id not in ready_before:
                 tx.record_event("task_ready", row.id, task_guid=task.id, element_id=task.element_id, name=task.name,
                                 type=task.type)
-        for service in self.engine.service_tasks(inst, waiting_only=True):
+        for service in calls:
             if service.task_id not in ready_before:  # the service dispatcher calls its handler after the commit
                 tx.record_event("service_task_waiting", row.id, **service.as_json())
 
