@@ -15,6 +15,7 @@ from typing import Any
 
 from . import receivers
 from .catalog import Catalog, ProcessEntry, StartPoint
+from .element_states import ElementState
 from .engine import Engine, HumanTask, Instance, ServiceWait, TimerWait
 from .errors import ServiceTaskNotWaiting, TaskAmbiguous, TaskNotFound, TaskNotReady
 from .events import INSTANCE_STATUS_EVENTS
@@ -378,6 +379,13 @@ class Core:
         waiting += [t.as_json() for t in timers]
         return InstanceView(row, self.engine.task_data(inst), waiting, timers, self.engine.human_tasks(inst),
                             services)
+
+    def element_states(self, tx: Tx, row: InstanceRecord) -> list[ElementState]:
+        """Where the instance stands, element by element, read from its saved state (the one reading every view
+        of states uses: the console's diagram, Spiff Arena's task-info)."""
+        inst = self.engine.load(row.state, self.entry(tx, row))
+        failed = row.error.get("task") if row.error else None
+        return self.engine.element_states(inst, failed if isinstance(failed, str) else None)
 
     def task(self, tx: Tx, row: InstanceRecord, task_ref: str) -> HumanTask | None:
         """One task of an instance (by guid, or by element id), read from its state."""

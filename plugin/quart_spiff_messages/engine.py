@@ -38,6 +38,7 @@ from SpiffWorkflow.util.task import TaskState
 
 from .catalog import ProcessEntry, StartPoint, message_definitions
 from .correlation import KeyValue, evaluate, expected_key_value
+from .element_states import ElementState, element_states
 from .scripts import RunInfo, ScriptEngine
 
 # -- one clock ------------------------------------------------------------------------------------------------
@@ -665,6 +666,14 @@ class Engine:
         if last is None:
             return dict(wf.data or {})
         return _json_data(last.data)
+
+    def element_states(self, inst: Instance, failed_element: str | None = None) -> list[ElementState]:
+        """Every reached task of the instance with its state: what each view of where it stands reads.
+
+        ``failed_element``: the element the saved failure names (an instance in ``error``).
+        """
+        waiting = [s.task_id for s in self.service_tasks(inst, waiting_only=True)]
+        return element_states(inst.workflow, failed_element, waiting)
 
     def correlations(self, inst: Instance) -> dict[str, Any]:
         return dict(inst.workflow.correlations)

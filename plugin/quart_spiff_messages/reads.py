@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import metrics
 from .core import Core, InstanceView
+from .element_states import ElementState
 from .errors import InstanceNotFound
 from .events import Event
 from .store import InstanceRecord, MessageFilter, Page, Store, Tx
@@ -25,6 +26,17 @@ class Reads:
             return self.core.view(tx, row)
 
         return await self.store.read(view)
+
+    async def element_states(self, instance_id: int) -> tuple[InstanceRecord, list[ElementState]]:
+        """An instance's row and where it stands, element by element (see :meth:`Core.element_states`)."""
+
+        def read(tx: Tx) -> tuple[InstanceRecord, list[ElementState]]:
+            row = tx.instance(instance_id)
+            if row is None:
+                raise InstanceNotFound(f"no process instance {instance_id}")
+            return row, self.core.element_states(tx, row)
+
+        return await self.store.read(read)
 
     async def list_messages(self, flt: MessageFilter, page: int, per_page: int) -> Page[ListedMessage]:
         """Messages and the receivers waiting now (``receive`` rows, ``ready``), newest first."""
