@@ -239,8 +239,11 @@ class Core:
             services_before = {s.task_id for s in self.engine.service_tasks(inst, waiting_only=True)}
             ready_before |= services_before
             had_services = bool(services_before)
-            fired, had_timers = self.timers_first(inst, tx.now)
-            took = action.act(self.engine, inst)
+            pending = self.engine.timers(inst)
+            had_timers, took = bool(pending), True
+            with self.engine.guard(inst):  # what SpiffWorkflow raises stops the instance in error: the action took
+                fired = self.timers_first(inst, pending, tx.now)
+                took = action.act(self.engine, inst)
             if not took and not fired:
                 return None
             if inst.entry.spec_version != row.spec_version:
@@ -256,16 +259,15 @@ class Core:
         failure = inst.failure.as_json() if inst.failure is not None else None
         return Applied(row, consumed, self.engine.task_data(inst), failure, tuple(fired))
 
-    def timers_first(self, inst: Instance, now: float) -> tuple[list[TimerWait], bool]:
+    def timers_first(self, inst: Instance, pending: list[TimerWait], now: float) -> list[TimerWait]:
         """The precedence rule: before anything is offered to an instance, each of its timers already due fires
         (and the instance runs on from it), so a message that comes after its timeout finds the wait gone and is
-        routed on, as in Zeebe. Returns the timers that fired and whether the instance had any timer."""
-        pending = self.engine.timers(inst)
+        routed on, as in Zeebe. ``pending``: the instance's timers; returns those that fired."""
         if not any(t.due_at <= now for t in pending):
-            return [], bool(pending)
+            return []
         fired = self.engine.fire_due(inst, now)
         self.engine.run(inst)
-        return fired, True
+        return fired
 
     # -- settling ---------------------------------------------------------------------------------------------
     def _settle(self, tx: Tx, row: InstanceRecord, inst: Instance, had_work: bool,
@@ -337,8 +339,7 @@ class Core:
             if claimed is None:
                 continue
             tasks = dict.fromkeys(w.task_id for w in added if w.message_name == claimed.name)
-            took = next((t for t in tasks if self.engine.deliver(inst, t, claimed.name, claimed.payload_object)),
-                        None)
+            took = next((t for t in tasks if self._deliver(inst, t, claimed)), None)
             if took is not None:
                 self.engine.run(inst)
                 self._received(tx, claimed, row, inst)
@@ -346,6 +347,13 @@ class Core:
                 return took, claimed.name
             tx.update_message(claimed, status="ready")
         return None
+
+    def _deliver(self, inst: Instance, task_id: str, msg: MessageRecord) -> bool:
+        """A buffered message for one of the instance's new waits (an exception it causes is a process error)."""
+        took = False
+        with self.engine.guard(inst):
+            took = self.engine.deliver(inst, task_id, msg.name, msg.payload_object)
+        return took or inst.failure is not None
 
     def _wait_rows(self, inst: Instance) -> list[WaitRow]:
         rows = []

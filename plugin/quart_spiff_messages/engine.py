@@ -39,6 +39,7 @@ from SpiffWorkflow.util.task import TaskState
 from .catalog import ProcessEntry, StartPoint, message_definitions
 from .correlation import KeyValue, evaluate, expected_key_value
 from .element_states import ElementState, element_states
+from .errors import SpiffMessagesError
 from .scripts import RunInfo, ScriptEngine
 
 # -- one clock ------------------------------------------------------------------------------------------------
@@ -264,9 +265,12 @@ class Engine:
         task = next((t for t in wf.get_tasks(state=TaskState.WAITING)
                      if t.task_spec.bpmn_id == start.element_id), None)
         inst = Instance(wf, entry)
-        if task is None or not self._catch(task, start.message_name, payload):
+        if task is None:
             return None
-        return inst
+        caught = False
+        with self.guard(inst):
+            caught = self._catch(task, start.message_name, payload)
+        return inst if caught or inst.failure is not None else None
 
     # -- acting on an instance ---------------------------------------------------------------------------------
     def deliver(self, inst: Instance, task_id: str, message_name: str, payload: Mapping[str, Any]) -> bool:
@@ -404,11 +408,34 @@ class Engine:
         task = self._find_task(inst, task_ref)
         return _human_task(task) if task is not None and task is not _AMBIGUOUS else None
 
+    @contextlib.contextmanager
+    def guard(self, inst: Instance) -> Iterator[None]:
+        """The one rule for what SpiffWorkflow raises while an action changes an instance (a task's run, a catch,
+        a timer, a data input or output that is missing): the instance stops in ``error`` naming the task, and the
+        block ends there. The extension's own errors (a client's wrong task name, ...) pass through unchanged."""
+        try:
+            yield
+        except SpiffMessagesError:
+            raise
+        except Exception as exc:
+            self.fail(inst, exc)
+
+    def fail(self, inst: Instance, exc: Exception) -> None:
+        """Stop the instance in ``error`` for ``exc``; the task it names is ERROR (SpiffWorkflow leaves a task
+        whose completion raised COMPLETED, with nothing after it): :meth:`retry` runs it again."""
+        inst.failure = _failure(exc)
+        task = getattr(exc, "task", None)
+        if task is not None and getattr(task, "workflow", None) is not None and task.state != TaskState.ERROR:
+            task._set_state(TaskState.ERROR)
+
     def run(self, inst: Instance) -> None:
-        """Run to the next wait; a script or expression that fails stops the instance in ``error``.
+        """Run to the next wait; a script or expression that fails stops the instance in ``error`` (see
+        :meth:`guard`); an instance in ``error`` does not run.
 
         A service task without its result stays STARTED: the instance waits for the host (see :mod:`.services`).
         """
+        if inst.failure is not None:
+            return
         inst.workflow._spiff_messages_run = inst.run_info  # what host functions are told (not serialized)
         while True:
             try:
@@ -418,7 +445,7 @@ class Engine:
                 inst.called_services = True
                 continue
             except Exception as exc:  # a script raising anything is a process error, not a server error
-                inst.failure = _failure(exc)
+                self.fail(inst, exc)
                 return
             break
         inst.workflow.is_completed()  # an interrupted process has no End task left: done when nothing is open
@@ -606,8 +633,10 @@ class Engine:
         if task is None:
             return None
         task._set_internal_data(event_fired=True)
-        task.task_spec._update(task)
-        return Instance(wf, entry)
+        inst = Instance(wf, entry)
+        with self.guard(inst):
+            task.task_spec._update(task)
+        return inst
 
     def start_schedule(self, entry: ProcessEntry, element_id: str, now: float) -> StartSchedule:
         """When the timer start event ``element_id`` starts instances, counted from ``now``.

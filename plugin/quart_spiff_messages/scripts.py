@@ -8,8 +8,10 @@ plus the builtins. ``import`` works only for the modules of that environment (:d
 The host adds functions (``SpiffMessages(app, script_functions=...)``). One that takes a ``context`` keyword gets a
 :class:`ScriptContext`: the instance, process, task and the caller whose request caused the run. Names of the
 environment and host functions are never taken from task data or payloads: a field called ``time`` cannot replace
-the module. Correlation retrieval expressions see none of this: they run on the payload with builtins only (the
-environment's own ``evaluate``, which SpiffWorkflow calls for them, has no globals).
+the module. Conditions and other expressions of a task see the whole task data, as in SpiffWorkflow (``'x' in
+vars()`` is true when the data has ``x``). Correlation retrieval expressions see none of this: they run on the
+payload, untrusted, with builtins only and only the names they read (the environment's own ``evaluate``, which
+SpiffWorkflow calls for them without an external context).
 
 This is not a sandbox: a BPMN author is trusted like code.
 """
@@ -36,7 +38,7 @@ from typing import Any
 
 from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine, TaskDataEnvironment
 
-from .correlation import evaluate
+from .correlation import compile_expression, evaluate
 
 _strptime = importlib.import_module("_strptime")  # Arena offers it; it has no stubs
 EXTRA = "scripts"  # the package extra that installs dateparser and pytz
@@ -167,13 +169,24 @@ def script_context(task: Any) -> ScriptContext:
 
 # -- the environment SpiffWorkflow calls ---------------------------------------------------------------------------
 class SafeExpressionEnvironment(TaskDataEnvironment):  # type: ignore[misc]
-    """Expressions read data names from the context but never let data replace a name of the environment (or a
-    function they call). Without external context (correlation retrieval expressions) only builtins are there."""
+    """Two kinds of expression come here, told apart by how SpiffWorkflow calls.
+
+    With an external context (the script engine's names: every condition, payload, cardinality or timer expression
+    of a task) the expression runs on the whole task data, as SpiffWorkflow runs it, so ``'x' in vars()`` sees
+    ``x``; the environment's names still win over data of the same name. Without one, it is a correlation
+    retrieval expression SpiffWorkflow evaluates on a message's payload: that payload is untrusted, so the
+    expression sees only the names it reads and never a callee or a dunder from it (:func:`.correlation.evaluate`).
+    """
 
     def evaluate(self, expression: str, context: Mapping[str, Any],
                  external_context: Mapping[str, Any] | None = None) -> Any:
-        extra = {**self.globals, **(external_context or {})}
-        return evaluate(expression, context, extra)
+        if external_context is None:
+            return evaluate(expression, context, self.globals)
+        scope = {k: v for k, v in context.items() if not (k.startswith("__") and k.endswith("__"))}
+        scope.update(self.globals)
+        scope.update(external_context)
+        scope["__builtins__"] = SCRIPT_BUILTINS
+        return eval(compile_expression(expression).code, scope)
 
     def execute(self, script: str, context: dict[str, Any], external_context: Mapping[str, Any] | None = None) -> bool:
         """Run ``script`` on the task data ``context``; what it assigns becomes task data.
