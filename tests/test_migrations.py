@@ -81,13 +81,12 @@ def test_sqlite_head_matches_the_models(sqlite_store: SqliteStore) -> None:
 
 def test_the_comparison_sees_a_missing_migration(sqlite_store: SqliteStore) -> None:
     """Guards the test above against comparing nothing: one revision short of head, the last table is missing."""
-    sqlite_store.upgrade("0006")
+    sqlite_store.upgrade("0007")
     with sqlite_store.read_engine.connect() as conn:
         found = differences(conn)
     assert sorted((diff[0], diff[1].name) for diff in found) == [
-        ("add_index", "ix_spiff_service_call_next_attempt_at"),
-        ("add_index", "ix_spiff_service_call_process_instance_id"), ("add_index", "ux_spiff_service_call_task"),
-        ("add_table", "spiff_service_call")]
+        ("add_index", "ix_spiff_active_key_process_instance_id"), ("add_index", "ux_spiff_active_key"),
+        ("add_table", "spiff_active_key")]
 
 
 def test_sqlite_downgrade_to_base_then_upgrade_to_head(sqlite_store: SqliteStore) -> None:

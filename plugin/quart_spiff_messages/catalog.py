@@ -31,6 +31,7 @@ from SpiffWorkflow.bpmn.specs.mixins import (
     StartEventMixin,
 )
 from SpiffWorkflow.spiff.parser import SpiffBpmnParser
+from SpiffWorkflow.spiff.parser.task_spec import SpiffTaskParser
 
 from .correlation import ExpressionError, Property, compile_expression
 from .names import ScopedName, depth, in_scope, process_key
@@ -66,6 +67,9 @@ class ProcessEntry:
     subprocess_specs: dict[str, Any] = field(repr=False, compare=False)
     # Start events of event subprocesses that interrupt the process (SpiffWorkflow 3.2 does not read isInterrupting)
     interrupting_starts: frozenset[str] = frozenset()
+    # Message Start Events that start no second instance while one with the same correlation key is active
+    # (:data:`ONE_INSTANCE_PER_KEY`, on the start event or on the process)
+    one_per_key_starts: frozenset[str] = frozenset()
 
     @property
     def has_plain_start(self) -> bool:
@@ -117,6 +121,13 @@ class StartPoint:
     element_id: str
     message_variable: str | None
     properties: tuple[Property, ...]
+    one_per_key: bool = False  # no second instance while one with the same correlation key is active
+
+
+# The spiffworkflow extension property that makes a process start one instance per correlation key (Zeebe's
+# message start policy): ``<spiffworkflow:property name="one_instance_per_correlation_key" value="true"/>`` in the
+# extensionElements of the process (each of its Message Start Events) or of one Message Start Event.
+ONE_INSTANCE_PER_KEY = "one_instance_per_correlation_key"
 
 
 @dataclass(frozen=True)
@@ -330,11 +341,24 @@ class Catalog:
         return [c for c in self._catches.get(scoped.name, ()) if in_scope(scoped.group, c.group)]
 
     def catch_shapes(self, scoped: ScopedName) -> list[tuple[Property, ...]]:
-        """Distinct sets of correlation properties the catches of this message evaluate (usually one)."""
+        """Distinct sets of correlation properties the catches of this message evaluate (usually one), then those
+        of the Message Start Events that start one instance per correlation key (their key is locked and indexed
+        like a catch's)."""
         shapes: dict[tuple[Property, ...], None] = {}
         for c in self.catch_points(scoped):
             shapes.setdefault(c.properties, None)
+        for s in self.start_points(scoped):
+            if s.one_per_key:
+                shapes.setdefault(s.properties, None)
         return list(shapes)
+
+    def one_per_key_starts(self, process_key: str) -> list[StartPoint]:
+        """The Message Start Events of a process that start one instance per correlation key."""
+        entry = self.processes.get(process_key)
+        if entry is None or not entry.one_per_key_starts:
+            return []
+        return [s for points in self._starts.values() for s in points
+                if s.process_key == process_key and s.one_per_key]
 
     def knows_message(self, name: str) -> bool:
         return name in self.messages
@@ -424,9 +448,45 @@ def _load_group(group: str, files: list[Path], dmn_files: list[Path]) -> Iterabl
         except Exception as exc:
             raise _error_from(exc, origin.get(pid)) from exc
         key = process_key(group, pid)
+        node = parser.process_parsers[pid].node
         entries.append(ProcessEntry(key, pid, group, origin.get(pid, ""), version, spec, subs,
-                                    _interrupting_starts(parser.process_parsers[pid].node)))
+                                    _interrupting_starts(node), _one_per_key_starts(node, origin.get(pid))))
     return entries
+
+
+def _one_per_key_starts(process_node: Any, file: str | None) -> frozenset[str]:
+    """Ids of the process's Message Start Events that declare :data:`ONE_INSTANCE_PER_KEY` (or whose process
+    does); a value other than true or false, or the property on a start event without a message, is a load error."""
+    declared = _flag(process_node, file)
+    starts = process_node.xpath("./bpmn:startEvent", namespaces={"bpmn": _BPMN})
+    out, on_messages = set(), False
+    for start in starts:
+        own = _flag(start, file)
+        on_message = bool(start.xpath("./bpmn:messageEventDefinition", namespaces={"bpmn": _BPMN}))
+        on_messages |= on_message
+        if own and not on_message:
+            raise CatalogError(f"{ONE_INSTANCE_PER_KEY} is for Message Start Events; this start event has no "
+                               "message", file, start.get("id"), start.sourceline)
+        if on_message and (own if own is not None else declared):
+            out.add(str(start.get("id")))
+    if declared and not on_messages:
+        raise CatalogError(f"process declares {ONE_INSTANCE_PER_KEY} but has no Message Start Event", file,
+                           process_node.get("id"), process_node.sourceline)
+    return frozenset(out)
+
+
+_BPMN = "http://www.omg.org/spec/BPMN/20100524/MODEL"
+
+
+def _flag(node: Any, file: str | None) -> bool | None:
+    """The element's own :data:`ONE_INSTANCE_PER_KEY` property: True, False, or None when it has none."""
+    value = (SpiffTaskParser._parse_extensions(node).get("properties") or {}).get(ONE_INSTANCE_PER_KEY)
+    if value is None:
+        return None
+    if value.strip().lower() not in ("true", "false"):
+        raise CatalogError(f"{ONE_INSTANCE_PER_KEY} is {value!r}; write true or false", file, node.get("id"),
+                           node.sourceline)
+    return bool(value.strip().lower() == "true")
 
 
 def _interrupting_starts(process_node: Any) -> frozenset[str]:
@@ -464,7 +524,13 @@ def _scan(entry: ProcessEntry) -> tuple[list[StartPoint], list[CatchPoint], list
                     ) from exc
             var = getattr(md, "message_var", None)
             if isinstance(ts, StartEventMixin) and ts in top_level:
-                starts.append(StartPoint(md.name, entry.key, entry.process_id, entry.group, ts.bpmn_id, var, props))
+                one_per_key = ts.bpmn_id in entry.one_per_key_starts
+                if one_per_key and not props:
+                    raise CatalogError(
+                        f"{ONE_INSTANCE_PER_KEY}: message {md.name!r} has no correlation property to key the "
+                        "instances by", entry.file, ts.bpmn_id, _locate(entry.file, ts.bpmn_id))
+                starts.append(StartPoint(md.name, entry.key, entry.process_id, entry.group, ts.bpmn_id, var, props,
+                                         one_per_key))
                 if isinstance(ed, MultipleEventDefinition) and ed.parallel:
                     # once one of its messages started an instance, the start waits for the others like a catch
                     catches.append(CatchPoint(md.name, entry.key, entry.process_id, entry.group, ts.bpmn_id,

@@ -46,7 +46,9 @@ class Report:
     def as_text(self) -> str:
         lines = [f"BPMN folder {self.root}"]
         for s in self.starts:
-            lines.append(f"  start   {s['message']!r} starts {s['process']} at {_where(s)}")
+            once = (f" (one instance per correlation key: {', '.join(s['correlation_keys'])})"
+                    if s["one_instance_per_correlation_key"] else "")
+            lines.append(f"  start   {s['message']!r} starts {s['process']} at {_where(s)}{once}")
         for t in self.timer_starts:
             lines.append(f"  timer   {t['expression']} starts {t['process']} at {_where(t)}")
         for c in self.catches:
@@ -82,7 +84,9 @@ def check(root: Path | str, *, script_functions: Iterable[str] = (), service_ope
             file = catalog.processes[s.process_key].file
             report.starts.append({"message": name, "process": s.process_key, "element_id": s.element_id,
                                   "file": file, "line": locate(file, s.element_id),
-                                  "message_variable": s.message_variable})
+                                  "message_variable": s.message_variable,
+                                  "one_instance_per_correlation_key": s.one_per_key,
+                                  "correlation_keys": sorted({k for p in s.properties for k in p.keys})})
     report.findings += _timer_start_findings(catalog, report)
     for name, catches in sorted(catalog.catches.items()):
         for c in catches:

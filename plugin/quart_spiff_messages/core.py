@@ -15,6 +15,7 @@ from typing import Any
 
 from . import receivers
 from .catalog import Catalog, ProcessEntry, StartPoint
+from .correlation import KeyValue, key_values
 from .element_states import ElementState
 from .engine import Engine, HumanTask, Instance, ServiceWait, TimerWait
 from .errors import ServiceTaskNotWaiting, TaskAmbiguous, TaskNotFound, TaskNotReady
@@ -29,6 +30,7 @@ from .store import (
     TimerRow,
     Tx,
     WaitRow,
+    active_keys,
     correlation_lock,
 )
 
@@ -60,6 +62,13 @@ class StartByMessage:
     def make(self, core: Core) -> Instance | None:
         entry = core.catalog.processes[self.start.process_key]
         return core.engine.start_by_message(entry, self.start, self.message.payload_object)
+
+    def held_keys(self) -> list[KeyValue]:
+        """The correlation keys the new instance holds while it is active (a start that makes one instance per
+        correlation key); none for any other start."""
+        if not self.start.one_per_key:
+            return []
+        return key_values(self.start.properties, self.message.payload_object) or []
 
 
 @dataclass(frozen=True)
@@ -221,6 +230,10 @@ class Core:
             inst, entry = made, made.entry
             row = tx.add_instance(process_key=entry.key, process_id=entry.process_id, group=entry.group,
                                   spec_version=entry.spec_version)
+            held = action.held_keys() if isinstance(action, StartByMessage) else []
+            if held and not active_keys.hold(tx, entry.key, held, row.id):
+                active_keys.drop_instance(tx, row.id)  # an active instance has the key: the start does not take
+                return None
             tx.record_event("instance_started", row.id, process_model_identifier=entry.key)
             inst.run_info = _run_info(row)
             ready_before: set[str] = set()
@@ -255,6 +268,8 @@ class Core:
                             due_at=timer.due_at)
         delivered = {(action.task_id, action.message.name)} if took and isinstance(action, Deliver) else set()
         row, calls = self._settle(tx, row, inst, had_timers or had_services, delivered)
+        if row.status == "complete" and inst.entry.one_per_key_starts:
+            self._release_keys(tx, row)
         self._record_changes(tx, before, row, inst, ready_before, calls)
         failure = inst.failure.as_json() if inst.failure is not None else None
         return Applied(row, consumed, self.engine.task_data(inst), failure, tuple(fired))
@@ -300,6 +315,15 @@ class Core:
                                  correlations=self.engine.correlations(inst),
                                  error=inst.failure.as_json() if inst.failure else None)
         return saved, calls
+
+    def _release_keys(self, tx: Tx, row: InstanceRecord) -> None:
+        """A completed instance frees its correlation keys; the oldest buffered start message with one of them is
+        routed after the commit (it starts the next instance for that key)."""
+        released = active_keys.release(tx, row.id)
+        names = sorted({s.message_name for s in self.catalog.one_per_key_starts(row.process_key)})
+        waiting = active_keys.waiting_start(tx, names, released)
+        if waiting is not None:
+            tx.outbox.append(waiting)
 
     def _record_changes(self, tx: Tx, before: InstanceRecord | None, row: InstanceRecord, inst: Instance,
                         ready_before: set[str], calls: list[ServiceWait]) -> None:
@@ -410,9 +434,11 @@ class Core:
             if spec_json is None:
                 raise RuntimeError(f"spec {row.process_key}@{row.spec_version} of instance {row.id} is gone")
             current = frozenset(entry.interrupting_starts) if entry is not None else frozenset()
+            # an instance of an older version may hold a correlation key: released when it completes
+            per_key = entry.one_per_key_starts if entry is not None else frozenset()
             self._old_specs[cache_key] = self.engine.load_spec(
                 ProcessEntry(row.process_key, row.process_id, row.process_group, "", row.spec_version, None, {},
-                             current), spec_json)
+                             current, per_key), spec_json)
         return self._old_specs[cache_key]
 
 

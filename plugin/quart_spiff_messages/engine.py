@@ -243,7 +243,8 @@ class Engine:
         spec = registry.restore(dct["spec"])
         subs = {k: registry.restore(v) for k, v in dct["subprocess_specs"].items()}
         return ProcessEntry(entry_like.key, entry_like.process_id, entry_like.group, entry_like.file,
-                            entry_like.spec_version, spec, subs, entry_like.interrupting_starts)
+                            entry_like.spec_version, spec, subs, entry_like.interrupting_starts,
+                            entry_like.one_per_key_starts)
 
     # -- making instances (not run yet) ------------------------------------------------------------------------
     def new_instance(self, entry: ProcessEntry, data: Mapping[str, Any]) -> Instance:

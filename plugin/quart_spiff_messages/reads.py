@@ -7,7 +7,7 @@ from .core import Core, InstanceView
 from .element_states import ElementState
 from .errors import InstanceNotFound
 from .events import Event
-from .store import InstanceRecord, MessageFilter, Page, Store, Tx
+from .store import InstanceRecord, MessageFilter, Page, Store, Tx, active_keys
 from .store.listing import ListedMessage, list_messages
 
 
@@ -74,7 +74,8 @@ class Reads:
         """What breaks the invariants, in words (empty when all hold). They hold after every completed request:
 
         no instance is ``waiting`` with nothing to wait for (no indexed wait and no indexed timer); no message is left
-        ``running``; every delivered message has exactly one ``receive`` row.
+        ``running``; every delivered message has exactly one ``receive`` row; no completed instance holds a
+        correlation key (one instance per correlation key).
         """
 
         def check(tx: Tx) -> list[str]:
@@ -88,6 +89,8 @@ class Reads:
                       for m in tx.messages_left_running()]
             found += [f"message {send_id} was delivered but has {n} receive rows"
                       for send_id, n in tx.deliveries_without_one_receive()]
+            found += [f"process instance {i} completed but still holds correlation key {k!r}"
+                      for i, k in active_keys.held_by_completed(tx)]
             return found
 
         return await self.store.read(check)

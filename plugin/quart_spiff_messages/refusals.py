@@ -6,6 +6,9 @@ reasons, in the order they are looked for:
 - ``no_receiver``: no process anywhere catches or starts on this name;
 - ``out_of_scope``: some do, but only in groups the prefix excludes (``groups`` names them);
 - ``ambiguous_start``: several processes equally near start on it (``process_model_identifiers``);
+- ``instance_active``: the process starts one instance per correlation key and an active instance holds this
+  payload's key (``process_instance_id``, ``process_model_identifier``, ``correlation_keys``); that instance takes
+  the message only where it waits for it;
 - ``missing_correlation_properties``: the payload lacks what the catches' retrieval expressions read
   (``properties`` names them);
 - ``wait_ended``: an instance waited for these key values, but that wait has ended (``process_instance_id``);
@@ -22,10 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .catalog import Catalog
-from .correlation import KeyValue, Property, evaluate
+from .catalog import Catalog, StartPoint
+from .correlation import KeyValue, Property, evaluate, key_values
 from .names import ScopedName
-from .store import Tx
+from .store import Tx, active_keys
 from .store.listing import WAITING_CAP, ended_receives, waiting_instances
 
 
@@ -57,6 +60,10 @@ def explain(tx: Tx, catalog: Catalog, scoped: ScopedName, payload: Mapping[str, 
         return Refusal("ambiguous_start", f"Message {name!r} starts several processes ({', '.join(nearest)}) and "
                        "no waiting instance correlates: send it with a group prefix to choose one.",
                        {"process_model_identifiers": nearest})
+    if len(nearest) == 1:
+        active = _active_instance(tx, catalog.nearest_starts(scoped)[0], payload)
+        if active is not None:
+            return active
     missing = _missing(in_scope, payload)
     if missing and not keys:
         return Refusal("missing_correlation_properties",
@@ -78,6 +85,23 @@ def explain(tx: Tx, catalog: Catalog, scoped: ScopedName, payload: Mapping[str, 
                                               "correlation_keys": computed})
     return Refusal("no_matching_wait", f"No waiting process instance{where} correlates with message {name!r}, and "
                    f"no Message Start Event{where} starts on it.", {"waiting": 0, "correlation_keys": computed})
+
+
+def _active_instance(tx: Tx, start: StartPoint, payload: Mapping[str, Any]) -> Refusal | None:
+    """The start makes one instance per correlation key and an active instance holds this payload's key."""
+    if not start.one_per_key:
+        return None
+    keys = key_values(start.properties, payload) or []
+    holder = active_keys.holder(tx, start.process_key, keys)
+    if holder is None:
+        return None
+    computed = {kv.key: dict(kv.values) for kv in keys}
+    return Refusal("instance_active", f"Process {start.process_key} starts one instance per correlation key, and "
+                   f"process instance {holder} with the key values {computed} is still active; it takes message "
+                   f"{start.message_name!r} only where it waits for it. Send it once that instance has completed, "
+                   "or with time_to_live_in_seconds to keep it until then.",
+                   {"process_instance_id": holder, "process_model_identifier": start.process_key,
+                    "correlation_keys": computed})
 
 
 def _missing(points: list[Any], payload: Mapping[str, Any]) -> list[str]:

@@ -208,6 +208,8 @@ class Router:
     def _keep_ready(self, tx: Tx, msg: MessageRecord) -> None:
         """Leave a message nobody takes now ``ready``, indexed for the first receiver that comes to wait."""
         msg = tx.update_message(msg, status="ready")
+        if msg.id is not None:
+            tx.drop_message_keys(msg.id)  # a buffered message routed again (a key was released) is indexed already
         tx.index_ready_message(msg, self.message_keys(ScopedName(msg.scope, msg.name), msg.payload_object))
 
     async def flush(self, outbox: Iterable[int]) -> None:

@@ -168,6 +168,27 @@ class MessageKey(Base):
     __table_args__ = (Index("ix_spiff_message_key_lookup", "message_name", "key_name", "values_digest"),)
 
 
+class ActiveKey(Base):
+    """A correlation key held by an active instance of a process that starts one instance per correlation key.
+
+    Written with the instance that a Message Start Event made, removed when that instance completes. The unique
+    index decides a race of starts with the same key: the second insert finds the first (waiting for it to commit
+    on PostgreSQL), and its message goes elsewhere.
+    """
+
+    __tablename__ = "spiff_active_key"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    process_key: Mapped[str] = mapped_column(String(512))
+    key_name: Mapped[str] = mapped_column(String(255))
+    values_digest: Mapped[str] = mapped_column(String(40))
+    values_json: Mapped[str] = mapped_column(Text)
+    process_instance_id: Mapped[int] = mapped_column(
+        ForeignKey("spiff_process_instance.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (Index("ux_spiff_active_key", "process_key", "key_name", "values_digest", unique=True),)
+
+
 class CatalogGeneration(Base):
     """One row: bumped by every reload request; each worker reloads its BPMN folder when it sees it change."""
 

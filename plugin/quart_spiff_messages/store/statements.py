@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .models import (
+    ActiveKey,
     CatalogGeneration,
     Event,
     MessageInstance,
@@ -39,6 +40,7 @@ EVENTS: Table = Event.__table__  # type: ignore[assignment]
 TIMERS: Table = Timer.__table__  # type: ignore[assignment]
 TIMER_STARTS: Table = TimerStart.__table__  # type: ignore[assignment]
 SERVICE_CALLS: Table = ServiceCall.__table__  # type: ignore[assignment]
+ACTIVE_KEYS: Table = ActiveKey.__table__  # type: ignore[assignment]
 
 MESSAGE_COLUMNS = tuple(c.key for c in MESSAGES.columns if c.key != "id")
 
