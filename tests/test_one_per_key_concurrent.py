@@ -2,8 +2,9 @@
 
 Which start wins is for the database to decide (the unique index of ``spiff_active_key``, and on PostgreSQL the
 correlation key's lock), never for timing: exactly one instance per key, every other start refused with the reason
-naming that instance, or delivered to it where it waits. Runs on a SQLite file, or on PostgreSQL when
-``SPIFF_MESSAGES_TEST_DATABASE`` is set.
+naming that instance, or delivered to it where it waits; a start kept with a TTL while its key is held is never
+left kept once the key is free. Runs on a SQLite file, or on PostgreSQL when ``SPIFF_MESSAGES_TEST_DATABASE`` is
+set.
 """
 
 from __future__ import annotations
@@ -86,7 +87,40 @@ async def taken_in_turn(url: str) -> list[str]:
     return failures
 
 
-@pytest.mark.parametrize("scenario", [refused_but_one, taken_in_turn])
+async def kept_until_released(url: str) -> list[str]:
+    """For each of 25 open tickets, its ticket_closed and a new ticket_opened with a TTL sent at the same moment:
+    the new one starts at once (the key was free) or is kept and started when the close releases the key; never
+    kept with its key free."""
+    failures = []
+    tag = uuid.uuid4().hex[:6]
+    tickets = [f"K-{tag}-{i}" for i in range(STARTS // 2)]
+    opened = await race(url, [[_post("ticket_opened", {"ticket_id": t})] for t in tickets], CLIENTS)
+    if Counter(r.label for r in opened.replies) != Counter({"200": len(tickets)}):
+        failures.append(f"every first ticket_opened starts: {Counter(r.label for r in opened.replies)}")
+    jobs = []
+    for i, t in enumerate(tickets):
+        again = Call("POST", "/messages/ticket_opened", json={"ticket_id": t, "again": True},
+                     params={"time_to_live_in_seconds": 60, "message_instance_uuid": str(uuid.uuid4())})
+        close = _post("ticket_closed", {"ticket_id": t})
+        jobs.append([close, again] if i % 2 else [again, close])
+    done = await race(url, jobs, 2 * CLIENTS)
+    answers = Counter(r.label for r in done.replies)
+    if set(answers) - {"200", "202"}:
+        failures.append(f"every answer is 200 or 202: {dict(answers)}")
+    await asyncio.sleep(1.0)  # a kept message is routed right after the close's commit
+    rows = await _instances(url, "ticket_process", set(tickets), "ticket_key")
+    statuses = Counter(r["status"] for r in rows)
+    if statuses != Counter({"complete": len(tickets), "waiting": len(tickets)}):
+        failures.append(f"each ticket's first instance complete and a second one waiting: {dict(statuses)}")
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        kept = await every_row(http, "/messages", name="ticket_opened", status="ready")
+    ours = [r for r in kept if r["payload"].get("ticket_id") in set(tickets)]
+    if ours:
+        failures.append(f"no ticket_opened left kept: {ours[:3]}")
+    return failures
+
+
+@pytest.mark.parametrize("scenario", [refused_but_one, taken_in_turn, kept_until_released])
 def test_fifty_concurrent_starts_on_two_workers(database_url: str, tmp_path: Path, scenario: Any) -> None:
     log = tmp_path / "serve.log"
     with serving(CASES / "one_per_key", database_url, log, workers=2) as server:

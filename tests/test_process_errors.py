@@ -38,3 +38,36 @@ async def test_good_message_still_completes(client: Any) -> None:
     resp = await client.post("/v1.0/messages/divisor", json={"value": 4})
     body = await resp.get_json()
     assert resp.status_code == 200 and body["task_data"]["result"] == 25
+
+
+async def test_an_exception_spiffworkflow_raises_while_a_message_is_caught_is_a_process_error(
+        client: Any, ext: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule holds for every action, not only where a script runs: here the catch itself raises (as a data input
+    a catch needs and cannot find would). The instance is stored in error naming the task, nothing is a 500."""
+    from SpiffWorkflow.bpmn.exceptions import WorkflowDataException
+
+    from quart_spiff_messages.engine import Engine
+
+    started = await (await client.post("/v1.0/process-instances/divider", json={})).get_json()
+    pid = started["process_instance"]["id"]
+
+    def catch_raises(self: Engine, task: Any, message_name: str, payload: Any) -> bool:
+        raise WorkflowDataException("Missing data input", task=task)
+
+    monkeypatch.setattr(Engine, "_catch", catch_raises)
+    resp = await client.post("/v1.0/messages/divisor", json={"value": 4})
+    body = await resp.get_json()
+    assert (resp.status_code, body["error_code"], body["task"]) == (400, "process_error", "wait_divisor"), body
+    assert body["error_type"] == "WorkflowDataException"
+    monkeypatch.undo()
+    shown = (await (await client.get(f"/v1.0/process-instances/{pid}")).get_json())["process_instance"]
+    assert (shown["status"], shown["error"]["task"], shown["waiting_for"]) == ("error", "wait_divisor", [])
+    rows = (await (await client.get("/v1.0/messages")).get_json())["results"]
+    assert {(r["message_type"], r["status"]) for r in rows} == {("send", "failed"), ("receive", "failed")}
+    assert await ext.runtime.reads.invariant_violations() == []
+    # a retry makes the catch wait again, and the next message completes the instance
+    retried = await (await client.post(f"/v1.0/process-instances/{pid}/retry")).get_json()
+    assert retried["process_instance"]["status"] == "waiting", retried
+    done = await (await client.post("/v1.0/messages/divisor", json={"value": 4})).get_json()
+    assert done["process_instance"]["status"] == "complete" and done["task_data"]["result"] == 25
+    assert await ext.runtime.reads.invariant_violations() == []

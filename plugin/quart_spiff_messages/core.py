@@ -318,10 +318,17 @@ class Core:
 
     def _release_keys(self, tx: Tx, row: InstanceRecord) -> None:
         """A completed instance frees its correlation keys; the oldest buffered start message with one of them is
-        routed after the commit (it starts the next instance for that key)."""
-        released = active_keys.release(tx, row.id)
+        routed after the commit (it starts the next instance for that key).
+
+        The keys' correlation locks come first, as a start message takes them before it tries the key: a message
+        kept because the key was held is seen here, or sees the key free (no message kept for nothing)."""
+        held = active_keys.held(tx, row.id)
+        if not held:
+            return
         names = sorted({s.message_name for s in self.catalog.one_per_key_starts(row.process_key)})
-        waiting = active_keys.waiting_start(tx, names, released)
+        tx.lock_keys(exclusive=[correlation_lock(n, k, d) for n in names for k, d in held])
+        active_keys.release(tx, row.id)
+        waiting = active_keys.waiting_start(tx, names, held)
         if waiting is not None:
             tx.outbox.append(waiting)
 

@@ -518,13 +518,16 @@ class Engine:
 
     def retry(self, inst: Instance) -> bool:
         """Make the failed tasks of an instance in ``error`` READY again (a service task calls its handler anew,
-        a script runs again); False if none failed."""
+        a script runs again; a catch that failed on a message WAITING again); False if none failed."""
         failed = inst.workflow.get_tasks(state=TaskState.ERROR)
         for task in failed:
             record = task.internal_data.get(SERVICE)
             if isinstance(record, Mapping):
                 task.internal_data.pop(SERVICE)
-            task._set_state(TaskState.READY)
+            if isinstance(task.task_spec, CatchingEvent) and not task._get_internal_data("event_fired"):
+                task._set_state(TaskState.WAITING)  # a catch that failed on its message waits for another one
+            else:
+                task._set_state(TaskState.READY)
         return bool(failed)
 
     # -- what an instance waits for ----------------------------------------------------------------------------

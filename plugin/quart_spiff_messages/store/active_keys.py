@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from . import Tx
 
 A, M, K, P = sql.ACTIVE_KEYS, sql.MESSAGES, sql.MESSAGE_KEYS, sql.INSTANCES
-RELEASE = delete(A).where(A.c.process_instance_id == bindparam("instance_id")).returning(A.c.key_name,
-                                                                                           A.c.values_digest)
+HELD = select(A.c.key_name, A.c.values_digest).where(A.c.process_instance_id == bindparam("instance_id"))
+RELEASE = delete(A).where(A.c.process_instance_id == bindparam("instance_id"))
 DROP_INSTANCE = delete(P).where(P.c.id == bindparam("instance_id"))
 
 
@@ -49,9 +49,15 @@ def drop_instance(tx: Tx, instance_id: int) -> None:
     tx.conn.execute(DROP_INSTANCE, {"instance_id": instance_id})
 
 
-def release(tx: Tx, instance_id: int) -> list[tuple[str, str]]:
-    """The instance completed: its keys are free again. Returns them, as (key name, values digest)."""
-    return [(str(k), str(d)) for k, d in tx.conn.execute(RELEASE, {"instance_id": instance_id})]
+def held(tx: Tx, instance_id: int) -> list[tuple[str, str]]:
+    """The keys the instance holds, as (key name, values digest)."""
+    rows = tx.conn.execute(HELD, {"instance_id": instance_id})
+    return [(str(k), str(d)) for k, d in rows]
+
+
+def release(tx: Tx, instance_id: int) -> None:
+    """The instance completed: its keys are free again."""
+    tx.conn.execute(RELEASE, {"instance_id": instance_id})
 
 
 def holder(tx: Tx, process_key: str, keys: Sequence[KeyValue]) -> int | None:
