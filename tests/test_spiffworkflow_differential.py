@@ -6,7 +6,9 @@ element reached (ours read with ``Reads.element_states``, the one reading of whe
 messages it threw. The diagrams are SpiffWorkflow's, copied unchanged into ``bpmn_cases/spiffworkflow/`` (see its
 README). They cover the two ways the extension used to differ: a condition that asks ``vars()``/``globals()`` for a
 data name (the call-activity escalation diagrams) and a task whose completion raises (a data output that is
-missing), plus gateways, loops, multi-instance tasks, a subprocess, call activities and io specifications.
+missing), plus gateways, loops, multi-instance tasks, a subprocess, call activities, io specifications, a send
+task and interrupting and non-interrupting boundary messages (a step then sends the message: to the one waiting
+task that catches it in-process, over ``POST /v1.0/messages`` here).
 
 One normalization on SpiffWorkflow's side: when a step raises, the task the exception names is reported ERROR, as
 SpiffWorkflow itself marks a task whose run raises (``TaskSpec._run``); a task whose *completion* raises (a missing
@@ -21,9 +23,10 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import pytest
-from SpiffWorkflow.bpmn import BpmnWorkflow
+from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
 from SpiffWorkflow.bpmn.specs.event_definitions import MessageEventDefinition
 from SpiffWorkflow.exceptions import WorkflowException
 from SpiffWorkflow.spiff.parser import SpiffBpmnParser
@@ -34,20 +37,38 @@ from quart_spiff_messages import SpiffMessages
 from .conftest import CASES
 
 SPIFF = CASES / "spiffworkflow"
+_INTERRUPTS, _NON_INTERRUPT = "sid-db1e1749-03ee-46aa-8674-bba07b1bd167", "sid-60e2cc58-68c9-4cb5-a95c-22e3e311b6b9"
+_LONG_TASK, _ACK = "sid-6FBBB56D-00CD-4C2B-9345-486986BB4992", "sid-D3365C47-2FAE-4D17-98F4-E68B345E18CE"
 pytestmark = pytest.mark.bpmn(SPIFF)
 _PREDICTED = TaskState.MAYBE | TaskState.LIKELY
 
 
 @dataclass(frozen=True)
+class Step:
+    """Complete the READY human task ``name`` (an element id) with ``data``, or send message ``name`` with it."""
+
+    kind: str  # task | message
+    name: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+def task(element: str, **data: Any) -> Step:
+    return Step("task", element, data)
+
+
+def message(name: str, **payload: Any) -> Step:
+    return Step("message", name, payload)
+
+
+@dataclass(frozen=True)
 class Scenario:
-    """A process of one folder, started with ``data``; then each (element id, data) step completes that READY
-    human task."""
+    """A process of one folder, started with ``data``, then driven by ``steps``."""
 
     id: str
     group: str
     process: str
     data: Mapping[str, Any] = field(default_factory=dict)
-    steps: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    steps: tuple[Step, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,25 +87,36 @@ SCENARIOS = [
     Scenario("call-activity escalation, not escalated", "escalation", "CallActivity-Escalation-Test",
              {"should_escalate": False}),
     # a user task with a data output association to a data object it did not set: its completion raises
-    Scenario("data object output missing", "data_object", "Process", {}, (("generate_data", {}),)),
+    Scenario("data object output missing", "data_object", "Process", {}, (task("generate_data"),)),
     Scenario("data objects through a subprocess", "data_object", "Process", {},
-             (("generate_data", {"obj_1": "hello"}), ("task_1", {"obj_1": "hello again"}),
-              ("read_data", {"obj_1": "hello again"}), ("placeholder", {"obj_1": "changed in the subprocess"}))),
+             (task("generate_data", obj_1="hello"), task("task_1", obj_1="hello again"),
+              task("read_data", obj_1="hello again"), task("placeholder", obj_1="changed in the subprocess"))),
     Scenario("call activity with an io specification", "io_spec", "parent"),
+    # a send task whose message nobody in the folder receives, then a catch for the reply
+    Scenario("a send task, then a catch", "collaboration", "process_buddy", {"lover_name": "Peggy"}),
     Scenario("inclusive gateway, parallel conditions", "inclusive_gateway", "main", {},
-             (("set_data", {"v": 0, "u": 1, "w": 1}),)),
+             (task("set_data", v=0, u=1, w=1),)),
     Scenario("inclusive gateway, default only", "inclusive_gateway", "main", {},
-             (("set_data", {"v": -1, "u": -1, "w": -1}),)),
+             (task("set_data", v=-1, u=-1, w=-1),)),
     Scenario("inclusive gateway, no path from the second gateway", "inclusive_gateway", "main", {},
-             (("set_data", {"v": 0, "u": -1, "w": -1}),)),
-    Scenario("exclusive gateway loop", "gateway_loop", "main", {}, (("task", {}),)),
+             (task("set_data", v=0, u=-1, w=-1),)),
+    Scenario("exclusive gateway loop", "gateway_loop", "main", {}, (task("task"),)),
     Scenario("standard loop", "standard_loop", "main", {"done": False},
-             (("any_task", {}), ("any_task", {"done": False}), ("any_task", {"done": True}))),
+             (task("any_task"), task("any_task", done=False), task("any_task", done=True))),
     Scenario("parallel multi-instance over input data", "parallel_multiinstance_loop_input", "main",
-             {"input_data": [1, 2, 3]}, (("any_task", {"output_item": 2}), ("any_task", {"output_item": 4}),
-                                         ("any_task", {"output_item": 6}))),
+             {"input_data": [1, 2, 3]},
+             (task("any_task", output_item=2), task("any_task", output_item=4), task("any_task", output_item=6))),
     Scenario("sequential multi-instance by cardinality", "sequential_multiinstance_cardinality", "main", {},
-             (("any_task", {"output_item": 0}), ("any_task", {"output_item": 1}), ("any_task", {"output_item": 2}))),
+             (task("any_task", output_item=0), task("any_task", output_item=1), task("any_task", output_item=2))),
+    # boundary message events on a user task
+    Scenario("interrupting boundary message", "message_interrupts", _INTERRUPTS, {},
+             (message("Test Message"), task(_ACK))),
+    Scenario("interrupting boundary message, task done first", "message_interrupts", _INTERRUPTS, {},
+             (task(_LONG_TASK),)),
+    Scenario("non-interrupting boundary message", "message_non_interrupt", _NON_INTERRUPT, {},
+             (message("Test Message"), task(_ACK), task(_LONG_TASK))),
+    Scenario("non-interrupting boundary message, task done first", "message_non_interrupt", _NON_INTERRUPT, {},
+             (message("Test Message"), task(_LONG_TASK), task(_ACK))),
 ]
 
 
@@ -106,18 +138,22 @@ def reference(scenario: Scenario) -> Outcome:
             task.data.update(scenario.data)
         wf.do_engine_steps()
         thrown += _drain(wf)
-        for element, data in scenario.steps:
-            task = next(t for t in wf.get_tasks(state=TaskState.READY, manual=True) if t.task_spec.bpmn_id == element)
-            task.data.update(data)
-            task.run()
+        for step in scenario.steps:
+            if step.kind == "message":
+                _send(wf, step.name, dict(step.data))
+            else:
+                ready = next(t for t in wf.get_tasks(state=TaskState.READY, manual=True)
+                             if t.task_spec.bpmn_id == step.name)
+                ready.data.update(step.data)
+                ready.run()
             wf.do_engine_steps()
             thrown += _drain(wf)
     except WorkflowException as exc:
-        task = getattr(exc, "task", None)
-        assert task is not None, exc
-        failed = task.task_spec.bpmn_id
-        if task.state != TaskState.ERROR:
-            task._set_state(TaskState.ERROR)
+        raised = getattr(exc, "task", None)
+        assert raised is not None, exc
+        failed = raised.task_spec.bpmn_id
+        if raised.state != TaskState.ERROR:
+            raised._set_state(TaskState.ERROR)
     status = ("error" if failed else "complete" if wf.is_completed() else
               "user_input_required" if wf.get_tasks(state=TaskState.READY, manual=True) else "waiting")
     last = wf.last_task
@@ -128,6 +164,16 @@ def reference(scenario: Scenario) -> Outcome:
             if not task.state & _PREDICTED:
                 states[(task.workflow.spec.name, task.task_spec.name, TaskState.get_name(task.state))] += 1
     return Outcome(status, data, states, thrown, failed)
+
+
+def _send(wf: Any, name: str, payload: dict[str, Any]) -> None:
+    """A message for the one waiting task that catches ``name``, with the correlations its properties compute."""
+    [waiting] = [t for t in wf.get_tasks(state=TaskState.WAITING)
+                 if isinstance(t.task_spec.event_definition, MessageEventDefinition)
+                 and t.task_spec.event_definition.name == name]
+    md = waiting.task_spec.event_definition
+    correlations = md.calculate_correlations(wf.script_engine, md.correlation_properties, payload)
+    wf.send_event(BpmnEvent(md, payload, correlations))
 
 
 def _drain(wf: Any) -> list[tuple[str, Any]]:
@@ -141,12 +187,15 @@ async def ours(client: Any, ext: SpiffMessages, scenario: Scenario) -> Outcome:
     body = await resp.get_json()
     assert resp.status_code in (201, 400), body
     pid = body["process_instance"]["id"]
-    for element, data in scenario.steps:
+    for step in scenario.steps:
         shown = (await (await client.get(f"/v1.0/process-instances/{pid}")).get_json())["process_instance"]
         if shown["status"] == "error":
             break
-        guid = next(t["id"] for t in shown["tasks"] if t["element_id"] == element)
-        resp = await client.put(f"/v1.0/tasks/{pid}/{guid}", json=dict(data))
+        if step.kind == "message":
+            resp = await client.post(f"/v1.0/messages/{quote(step.name)}", json=dict(step.data))
+        else:
+            guid = next(t["id"] for t in shown["tasks"] if t["element_id"] == step.name)
+            resp = await client.put(f"/v1.0/tasks/{pid}/{guid}", json=dict(step.data))
         answer = await resp.get_json()
         assert resp.status_code == 200 or (resp.status_code, answer["error_code"]) == (400, "process_error"), answer
     shown = (await (await client.get(f"/v1.0/process-instances/{pid}")).get_json())["process_instance"]
