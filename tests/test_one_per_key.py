@@ -100,6 +100,12 @@ async def test_the_message_goes_to_the_active_instance_where_it_waits_for_it(cli
 
 
 # -- the declaration ----------------------------------------------------------------------------------------------
+async def test_the_message_models_say_which_starts_keep_one_instance_per_key(client: Any) -> None:
+    models = (await (await client.get("/v1.0/message-models")).get_json())["messages"]
+    starts = {m["identifier"]: [s["one_instance_per_correlation_key"] for s in m["start_events"]] for m in models}
+    assert starts == {"case_event": [True], "ticket_closed": [], "ticket_opened": [True]}
+
+
 def _process(tmp_path: Path, process_props: str = "", start_props: str = "", start_def: str = "message",
              correlated: bool = True) -> Path:
     def props(value: str) -> str:

@@ -255,6 +255,12 @@ class StartOut(BaseModel):
     message_variable: str | None
 
 
+class StartEventOut(StartOut):
+    one_instance_per_correlation_key: bool = Field(
+        False, description="The process starts no second instance here while one with the same correlation key "
+        "is active (the spiffworkflow property of that name).")
+
+
 class CatchOut(StartOut):
     kind: str
     interrupting: bool | None = None
@@ -279,7 +285,7 @@ class MessageModelOut(BaseModel):
     process_groups: list[str]
     correlation_properties: list[CorrelationPropertyOut]
     process_model_identifiers: list[str]
-    start_events: list[StartOut]
+    start_events: list[StartEventOut]
     catch_points: list[CatchOut]
 
 

@@ -141,7 +141,8 @@ def catalog_json(catalog: Catalog, location: str | None = None) -> dict[str, Any
             "process_groups": groups,
             "correlation_properties": list(seen.values()),
             "process_model_identifiers": processes,
-            "start_events": [point(s) for s in starts.get(name, ())],
+            "start_events": [{**point(s), "one_instance_per_correlation_key": s.one_per_key}
+                             for s in starts.get(name, ())],
             "catch_points": [{**point(c), "kind": c.kind, "interrupting": c.interrupting,
                               "correlation_properties": props(c.properties)} for c in catches.get(name, ())],
         })
