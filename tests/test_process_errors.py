@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import CASES
+from .conftest import CASES, FIXTURES
 
 pytestmark = pytest.mark.bpmn(CASES / "failing")
 
@@ -70,4 +70,53 @@ async def test_an_exception_spiffworkflow_raises_while_a_message_is_caught_is_a_
     assert retried["process_instance"]["status"] == "waiting", retried
     done = await (await client.post("/v1.0/messages/divisor", json={"value": 4})).get_json()
     assert done["process_instance"]["status"] == "complete" and done["task_data"]["result"] == 25
+    assert await ext.runtime.reads.invariant_violations() == []
+
+
+@pytest.mark.bpmn(FIXTURES)
+async def test_an_exception_spiffworkflow_raises_while_a_start_message_is_caught_is_a_process_error(
+        client: Any, ext: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start too: the new instance is stored in error naming its start event, the request answers 400."""
+    from SpiffWorkflow.bpmn.exceptions import WorkflowDataException
+
+    from quart_spiff_messages.engine import Engine
+
+    def catch_raises(self: Engine, task: Any, message_name: str, payload: Any) -> bool:
+        raise WorkflowDataException("Missing data input", task=task)
+
+    monkeypatch.setattr(Engine, "_catch", catch_raises)
+    resp = await client.post("/v1.0/messages/order_received", json={"order_id": "E-1"})
+    body = await resp.get_json()
+    assert (resp.status_code, body["error_code"], body["error_type"]) == (400, "process_error",
+                                                                          "WorkflowDataException"), body
+    shown = (await (await client.get(f"/v1.0/process-instances/{body['process_instance']['id']}")).get_json())
+    assert (shown["process_instance"]["status"], shown["process_instance"]["error"]["task"]) == (
+        "error", body["task"])
+    assert body["task"] is not None
+    assert await ext.runtime.reads.invariant_violations() == []
+
+
+@pytest.mark.bpmn(CASES / "services")
+async def test_an_exception_spiffworkflow_raises_on_a_service_result_is_a_process_error(
+        client: Any, ext: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from uuid import UUID
+
+    from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
+
+    from quart_spiff_messages.engine import Engine
+
+    started = await (await client.post("/v1.0/process-instances/svc_remote", json={"job": "J-9"})).get_json()
+    pid = started["process_instance"]["id"]
+    shown = (await (await client.get(f"/v1.0/process-instances/{pid}")).get_json())["process_instance"]
+    [wait] = shown["waiting_for"]
+
+    def result_raises(self: Engine, inst: Any, task_ref: str, result: Any) -> str:
+        raise WorkflowTaskException("the result does not fit", task=inst.workflow.get_task_from_id(UUID(task_ref)))
+
+    monkeypatch.setattr(Engine, "complete_service", result_raises)
+    resp = await client.put(f"/v1.0/tasks/{pid}/{wait['task_guid']}/callback", json={"ok": True})
+    body = await resp.get_json()
+    assert (resp.status_code, body["error_code"], body["task"]) == (400, "process_error", "svc_remote_call"), body
+    shown = (await (await client.get(f"/v1.0/process-instances/{pid}")).get_json())["process_instance"]
+    assert (shown["status"], shown["error"]["task"], shown["waiting_for"]) == ("error", "svc_remote_call", [])
     assert await ext.runtime.reads.invariant_violations() == []
