@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-from quart.cli import with_appcontext
+from quart.cli import ScriptInfo
 
 from .catalog import Catalog, CatalogError
 from .config import DEFAULT_DATABASE_URL, PREFIX, ConfigError, Settings, from_environment
@@ -218,11 +218,17 @@ def app_group() -> None:
 
 
 @app_group.command("db-upgrade")
-@with_appcontext
-def app_db_upgrade() -> None:
-    """Apply the schema migrations to the app's SPIFF_MESSAGES_DATABASE_URL."""
-    from quart import current_app
+@click.pass_context
+def app_db_upgrade(ctx: click.Context) -> None:
+    """Apply the schema migrations to the app's SPIFF_MESSAGES_DATABASE_URL.
 
-    settings = Settings.from_mapping(current_app.config)
+    The app is loaded but no app context is entered: Quart's ``with_appcontext`` runs the command inside an event
+    loop of its own, where the migrations' ``asyncio.run`` cannot start.
+    """
+    app = ctx.ensure_object(ScriptInfo).load_app()
+    try:
+        settings = Settings.from_mapping(app.config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     asyncio.run(_upgrade(settings.database_url, "head"))
-    click.echo("database upgraded")
+    click.echo(f"database {_safe(settings.database_url)} is at head")
