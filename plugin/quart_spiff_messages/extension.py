@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
@@ -33,6 +33,7 @@ from .engine import Engine, HumanTask
 from .events import Event
 from .outcomes import Outcome
 from .runtime import Runtime
+from .scripts import current_caller
 from .services import DEFAULT_KEY, Handler, Services, load_handlers
 from .store import MessageRecord, Store
 from .timers import Alarm
@@ -333,14 +334,19 @@ class SpiffMessages:
             raise RuntimeError("quart-spiff-messages is not started: run inside the app (before_serving)")
         return services
 
-    async def complete_service_task(self, instance_id: int, task: str, result: Any) -> Outcome:
-        """Complete a waiting service task with ``result`` (what a remote worker's callback does)."""
-        return await self.services.complete(instance_id, task, result)
+    async def complete_service_task(self, instance_id: int, task: str, result: Any, *, caller: Any = None) -> Outcome:
+        """Complete a waiting service task with ``result`` (what a remote worker's callback does).
 
-    async def retry(self, instance_id: int) -> Outcome:
+        ``caller`` (here and in every method that runs an instance) is who the scripts of that run see as
+        ``context.caller``, as over HTTP they see what the ``identify`` hook returned."""
+        with _as_caller(caller):
+            return await self.services.complete(instance_id, task, result)
+
+    async def retry(self, instance_id: int, *, caller: Any = None) -> Outcome:
         """Run the failed task of an instance in ``error`` again, on the current spec of its process (reload a fixed
         folder first, or fix the handler); ``InstanceNotInError`` (409) for an instance that is not in error."""
-        return await self.services.retry(instance_id)
+        with _as_caller(caller):
+            return await self.services.retry(instance_id)
 
     async def settle_services(self) -> None:
         """Wait until no service handler call is under way (their results applied)."""
@@ -361,14 +367,16 @@ class SpiffMessages:
         return self.runtime.catalog
 
     async def send_message(self, name: str, payload: Mapping[str, Any], *, ttl: int = 0,
-                           message_instance_uuid: str | None = None) -> Outcome:
+                           message_instance_uuid: str | None = None, caller: Any = None) -> Outcome:
         """Send message ``name`` (``group:name`` scopes it) with ``payload``; the same decision as the HTTP API.
 
         ``ttl`` > 0 keeps a message nobody takes now for that many seconds (``message_instance_uuid`` required);
-        a ``message_instance_uuid`` sent again returns the stored outcome.
+        a ``message_instance_uuid`` sent again returns the stored outcome. ``caller``: who script functions see as
+        ``context.caller`` (over HTTP, what the ``identify`` hook returned); None: nobody.
         """
-        return await self.runtime.router.send_message(name, payload, ttl=ttl,
-                                                      message_instance_uuid=message_instance_uuid)
+        with _as_caller(caller):
+            return await self.runtime.router.send_message(name, payload, ttl=ttl,
+                                                          message_instance_uuid=message_instance_uuid)
 
     async def reload(self) -> Reloaded:
         """Reload the BPMN folder in this process and ask every other worker to follow (CatalogError if broken)."""
@@ -378,9 +386,12 @@ class SpiffMessages:
         """Cancel a buffered message."""
         return await self.runtime.router.cancel_message(message_instance_uuid)
 
-    async def start_process(self, process_id: str, data: Mapping[str, Any] | None = None) -> Outcome:
-        """Start ``process_id`` (``group:process_id`` in a group) through its plain start event."""
-        return await self.runtime.router.start_process(process_id, data or {})
+    async def start_process(self, process_id: str, data: Mapping[str, Any] | None = None, *,
+                            caller: Any = None) -> Outcome:
+        """Start ``process_id`` (``group:process_id`` in a group) through its plain start event; ``caller`` as for
+        :meth:`send_message`."""
+        with _as_caller(caller):
+            return await self.runtime.router.start_process(process_id, data or {})
 
     async def events(self, after: int = 0, limit: int = 100) -> list[Event]:
         """The durable event feed after the event id ``after`` (keep the last id you handled), oldest first."""
@@ -397,10 +408,26 @@ class SpiffMessages:
         """The READY user, manual and plain tasks of an instance."""
         return await self.runtime.tasks.list_tasks(instance_id)
 
-    async def complete_task(self, instance_id: int, task: str, data: Mapping[str, Any] | None = None) -> Outcome:
+    async def complete_task(self, instance_id: int, task: str, data: Mapping[str, Any] | None = None, *,
+                            caller: Any = None) -> Outcome:
         """Complete a READY human task (``task``: its guid, or its element id when one such task is READY) with
-        ``data`` merged into its data; the instance runs on to its next wait, as after a delivery."""
-        return await self.runtime.tasks.complete_task(instance_id, task, data or {})
+        ``data`` merged into its data; the instance runs on to its next wait, as after a delivery. ``caller`` as
+        for :meth:`send_message` (the person who completed it)."""
+        with _as_caller(caller):
+            return await self.runtime.tasks.complete_task(instance_id, task, data or {})
+
+
+@contextlib.contextmanager
+def _as_caller(caller: Any) -> Iterator[None]:
+    """Script functions of the runs inside see ``caller`` as they see the ``identify`` hook's user over HTTP."""
+    if caller is None:  # not given: whoever the surrounding code runs for (nobody, outside an API request)
+        yield
+        return
+    token = current_caller.set(caller)
+    try:
+        yield
+    finally:
+        current_caller.reset(token)
 
 
 def _description(settings: Settings) -> str:

@@ -191,22 +191,24 @@ class BpmnHarness:
 
     # -- acting ----------------------------------------------------------------------------------------------------
     async def send_message(self, name: str, payload: Mapping[str, Any], *, ttl: int = 0,
-                           message_instance_uuid: str | None = None) -> Outcome:
-        """Send a message as the HTTP API would; ``ttl`` > 0 (with a ``message_instance_uuid``) buffers it."""
+                           message_instance_uuid: str | None = None, caller: Any = None) -> Outcome:
+        """Send a message as the HTTP API would; ``ttl`` > 0 (with a ``message_instance_uuid``) buffers it.
+        ``caller`` is what script functions see as ``context.caller`` (the ``identify`` hook's user over HTTP)."""
         await self._catch_up()
         return await self.extension.send_message(name, payload, ttl=ttl,
-                                                 message_instance_uuid=message_instance_uuid)
+                                                 message_instance_uuid=message_instance_uuid, caller=caller)
 
-    async def start_process(self, process_id: str, data: Mapping[str, Any] | None = None) -> Outcome:
-        """Start a process through its plain start event."""
+    async def start_process(self, process_id: str, data: Mapping[str, Any] | None = None, *,
+                            caller: Any = None) -> Outcome:
+        """Start a process through its plain start event (``group:process_id`` in a group)."""
         await self._catch_up()
-        return await self.extension.start_process(process_id, data)
+        return await self.extension.start_process(process_id, data, caller=caller)
 
     async def complete_task(self, instance: int | Outcome | InstanceView, task: str,
-                            data: Mapping[str, Any] | None = None) -> Outcome:
+                            data: Mapping[str, Any] | None = None, *, caller: Any = None) -> Outcome:
         """Complete a READY user, manual or plain task (by element id, or guid) with ``data``, as a person would."""
         await self._catch_up()
-        return await self.extension.complete_task(_instance_id(instance), task, data)
+        return await self.extension.complete_task(_instance_id(instance), task, data, caller=caller)
 
     async def cancel_message(self, message_instance_uuid: str) -> Any:
         """Cancel a buffered message."""
