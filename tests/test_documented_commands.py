@@ -1,7 +1,8 @@
 """Every command the README and the docs show runs as shown (issue 23: a documented command crashed every time).
 
 The shell blocks are read from the pages themselves (``tests/doc_blocks.py``) and run in a scratch folder where
-the folders they name (``bpmn``, ``bpmn_fixtures``, ``path/to/bpmn``) are the bundled diagrams; only what would
+the folders they name (``bpmn``, ``bpmn_fixtures``, ``path/to/bpmn``) are the bundled diagrams and ``shop.py``
+is a host app serving them; only what would
 clash on a shared machine is changed: the port (a free one), the bind address (loopback), the database (the
 test's), and more than two workers (two). ``serve`` runs until its API answers, then is stopped. Commands the
 pages only name in prose (``quart spiff-messages db-upgrade``, ``--app``) are run by the tests below them; a test
@@ -60,12 +61,24 @@ def _adapted(command: str, port: int, database_url: str, tmp: Path) -> str:
     return command
 
 
+HOST_APP = '''
+from quart import Quart
+from quart_spiff_messages import SpiffMessages
+
+app = Quart(__name__)
+app.config["SPIFF_MESSAGES_BPMN_DIR"] = {bpmn!r}
+app.config["SPIFF_MESSAGES_DATABASE_URL"] = {url!r}
+messages = SpiffMessages(app)
+'''
+
+
 @pytest.fixture
 def scratch(tmp_path: Path, database_url: str) -> Iterator[tuple[Path, dict[str, str]]]:
     """A working folder with the bundled diagrams under the names the docs use, and the environment to run in."""
     for name in ("bpmn", "bpmn_fixtures", "path/to/bpmn"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).symlink_to(FIXTURES, target_is_directory=True)
+    (tmp_path / "shop.py").write_text(HOST_APP.format(bpmn=str(FIXTURES), url=database_url))  # the docs' host app
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1",
            "SPIFF_MESSAGES_DATABASE_URL": database_url, "SPIFF_MESSAGES_PORT": str(free_port())}
     yield tmp_path, env
@@ -155,15 +168,6 @@ def test_every_command_the_pages_name_exists() -> None:
 
 
 # -- the commands the pages name in prose ---------------------------------------------------------------------------
-HOST_APP = '''
-from quart import Quart
-from quart_spiff_messages import SpiffMessages
-
-app = Quart(__name__)
-app.config["SPIFF_MESSAGES_BPMN_DIR"] = {bpmn!r}
-app.config["SPIFF_MESSAGES_DATABASE_URL"] = {url!r}
-messages = SpiffMessages(app)
-'''
 
 
 def _tables(database_url: str) -> set[str]:
@@ -176,7 +180,6 @@ def test_quart_spiff_messages_db_upgrade_migrates_the_host_apps_database(
         scratch: tuple[Path, dict[str, str]], database_url: str) -> None:
     """``quart spiff-messages db-upgrade`` (docs/howto/postgresql.md) crashed in Quart's own event loop."""
     cwd, env = scratch
-    (cwd / "shop.py").write_text(HOST_APP.format(bpmn=str(FIXTURES), url=database_url))
     done = _run("quart --app shop:app spiff-messages db-upgrade", cwd, env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr and "is at head" in done.stdout
@@ -190,7 +193,5 @@ def test_the_console_script_and_the_module_answer_help_and_version(scratch: tupl
     cwd, env = scratch
     for command in ("spiff-messages --version", "python -m quart_spiff_messages --help",
                     "spiff-messages db upgrade --help", "quart --app shop:app spiff-messages --help"):
-        if command.startswith("quart"):
-            (cwd / "shop.py").write_text(HOST_APP.format(bpmn=str(FIXTURES), url="sqlite:///unused.db"))
         done = _run(command, cwd, env)
         assert done.returncode == 0 and done.stdout.strip(), (command, done.stdout, done.stderr)

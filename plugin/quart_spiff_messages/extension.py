@@ -59,6 +59,7 @@ class _AppState:
     work_loop: asyncio.Task[None] | None = None  # timers and service calls
     alarm: Alarm | None = None
     generation: int = 0  # the catalog generation this process has loaded
+    extension: SpiffMessages | None = None  # the one that mounted it: its functions and handlers, for check --app
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -159,7 +160,8 @@ class SpiffMessages:
         state = _AppState(settings=settings, clock=lambda: self.clock(),
                           authorize=lambda request, action: self.authorize(request, action)
                           if self.authorize is not None else True,
-                          identify=lambda request: self.identify(request) if self.identify is not None else None)
+                          identify=lambda request: self.identify(request) if self.identify is not None else None,
+                          extension=self)
         app.extensions[EXTENSION_KEY] = state
         if settings.service_handlers:  # handlers named in the configuration; those given here win
             named = load_handlers(settings.service_handlers)
