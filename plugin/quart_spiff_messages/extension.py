@@ -169,6 +169,7 @@ class SpiffMessages:
                 self.default_service_handler = named[DEFAULT_KEY]
             self.service_handlers = {**{k: v for k, v in named.items() if k != DEFAULT_KEY}, **self.service_handlers}
         app.register_blueprint(create_blueprint(settings), url_prefix=settings.url_prefix or None)
+        _answer_refusals_in_host_views(app)
         if settings.metrics_path:
             app.register_blueprint(create_metrics_blueprint(settings))
         if settings.liveness_path or settings.readiness_path:
@@ -417,6 +418,17 @@ class SpiffMessages:
         for :meth:`send_message` (the person who completed it)."""
         with _as_caller(caller):
             return await self.runtime.tasks.complete_task(instance_id, task, data or {})
+
+
+def _answer_refusals_in_host_views(app: Quart) -> None:
+    """A refusal the Python API raises in one of the host's own views (a wrong task name, an unknown process) is
+    answered as the API answers it, a 4xx problem, instead of a 500 with a traceback in the log; a handler the host
+    registered for these errors (before or after) is the one that answers."""
+    from .api.errors import on_refusal
+    from .errors import SpiffMessagesError
+
+    if SpiffMessagesError not in app.error_handler_spec[None][None]:
+        app.register_error_handler(SpiffMessagesError, on_refusal)
 
 
 @contextlib.contextmanager

@@ -33,14 +33,14 @@ Nothing heavy is imported until a test asks for one of these fixtures.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 
-from .clock import Clock, ManualClock
+from .clock import Clock, ManualClock, iso_time
 
 if TYPE_CHECKING:
     from quart import Quart
@@ -58,6 +58,7 @@ _HOW_TO_CHOOSE = (f"choose the BPMN folder with the marker @pytest.mark.{MARKER}
                   f"file's folder) or the ini option {INI_OPTION} = path (relative to the ini file's folder)")
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def _async_fixture(fn: F) -> F:
@@ -128,7 +129,8 @@ class InstanceView:
     waiting_for: list[Wait] = field(default_factory=list)
     error: dict[str, Any] | None = None
     tasks: list[dict[str, Any]] = field(default_factory=list)  # READY human tasks (element_id, id, name, ...)
-    timers: list[dict[str, Any]] = field(default_factory=list)  # timers it waits at (element_id, due_at_in_seconds)
+    # timers it waits at: element_id, timer_type, due_at_in_seconds and due_at (ISO 8601, UTC)
+    timers: list[dict[str, Any]] = field(default_factory=list)
     # service tasks called so far: operator, params, attempts, last_error, status (waiting, completed, failed)
     service_tasks: list[dict[str, Any]] = field(default_factory=list)
 
@@ -141,8 +143,9 @@ class InstanceView:
         lines = [f"process instance {self.id} of {self.process_key!r}: status {self.status!r}"]
         lines.append("  waiting for: " + ("; ".join(str(w) for w in self.waiting_for) or "nothing"))
         if self.timers:
-            lines.append("  timers: " + ", ".join(f"{t['element_id']} due at {t['due_at_in_seconds']}"
-                                                   for t in self.timers))
+            lines.append("  timers: " + ", ".join(
+                f"{t['element_id']} due at {iso_time(t['due_at_in_seconds'])} ({t['due_at_in_seconds']})"
+                for t in self.timers))
         if self.service_tasks:
             lines.append("  service tasks: " + ", ".join(
                 f"{s['element_id']} ({s['operator']}, {s['status']}, {s['attempts']} failed attempts)"
@@ -194,25 +197,30 @@ class BpmnHarness:
                            message_instance_uuid: str | None = None, caller: Any = None) -> Outcome:
         """Send a message as the HTTP API would; ``ttl`` > 0 (with a ``message_instance_uuid``) buffers it.
         ``caller`` is what script functions see as ``context.caller`` (the ``identify`` hook's user over HTTP)."""
+        __tracebackhide__ = True  # a refusal points at the test's line, not here
         await self._catch_up()
-        return await self.extension.send_message(name, payload, ttl=ttl,
-                                                 message_instance_uuid=message_instance_uuid, caller=caller)
+        return await _refused_here(self.extension.send_message(name, payload, ttl=ttl,
+                                                               message_instance_uuid=message_instance_uuid,
+                                                               caller=caller))
 
     async def start_process(self, process_id: str, data: Mapping[str, Any] | None = None, *,
                             caller: Any = None) -> Outcome:
         """Start a process through its plain start event (``group:process_id`` in a group)."""
+        __tracebackhide__ = True  # a refusal points at the test's line, not here
         await self._catch_up()
-        return await self.extension.start_process(process_id, data, caller=caller)
+        return await _refused_here(self.extension.start_process(process_id, data, caller=caller))
 
     async def complete_task(self, instance: int | Outcome | InstanceView, task: str,
                             data: Mapping[str, Any] | None = None, *, caller: Any = None) -> Outcome:
         """Complete a READY user, manual or plain task (by element id, or guid) with ``data``, as a person would."""
+        __tracebackhide__ = True  # a refusal points at the test's line, not here
         await self._catch_up()
-        return await self.extension.complete_task(_instance_id(instance), task, data, caller=caller)
+        return await _refused_here(self.extension.complete_task(_instance_id(instance), task, data, caller=caller))
 
     async def cancel_message(self, message_instance_uuid: str) -> Any:
         """Cancel a buffered message."""
-        return await self.extension.cancel_message(message_instance_uuid)
+        __tracebackhide__ = True  # a refusal points at the test's line, not here
+        return await _refused_here(self.extension.cancel_message(message_instance_uuid))
 
     async def settle(self) -> None:
         """Wait until the service handlers called so far have returned and their results are applied (every look
@@ -221,11 +229,13 @@ class BpmnHarness:
 
     async def complete_service_task(self, instance: int | Outcome | InstanceView, task: str, result: Any) -> Outcome:
         """Complete a waiting service task (by element id, or guid) with ``result``, as a remote worker would."""
-        return await self.extension.complete_service_task(_instance_id(instance), task, result)
+        __tracebackhide__ = True  # a refusal points at the test's line, not here
+        return await _refused_here(self.extension.complete_service_task(_instance_id(instance), task, result))
 
     async def retry(self, instance: int | Outcome | InstanceView) -> Outcome:
         """Run the failed task of an instance in ``error`` again."""
-        return await self.extension.retry(_instance_id(instance))
+        __tracebackhide__ = True  # a refusal points at the test's line, not here
+        return await _refused_here(self.extension.retry(_instance_id(instance)))
 
     async def sweep(self) -> int:
         """Mark the buffered messages whose time ran out (see ``clock.advance``) as expired now; returns how many.
@@ -246,7 +256,8 @@ class BpmnHarness:
         row = view.instance
         return InstanceView(id=row.id, process_key=row.process_key, status=row.status, data=view.data,
                             waiting_for=[Wait.from_json(w) for w in view.waiting_for if w.get("kind") == "message"],
-                            timers=[w for w in view.waiting_for if w.get("kind") == "timer"], error=row.error,
+                            timers=[{**w, "due_at": iso_time(w["due_at_in_seconds"])}
+                                    for w in view.waiting_for if w.get("kind") == "timer"], error=row.error,
                             tasks=[t.as_json() for t in view.tasks], service_tasks=[s.as_json() for s in view.services])
 
     # -- checking ----------------------------------------------------------------------------------------------------
@@ -319,6 +330,18 @@ class BpmnHarness:
         if wrong:
             raise AssertionError("the instance's data differs:\n" + "\n".join(wrong) + "\n" + view.describe())
         return view
+
+
+async def _refused_here(action: Awaitable[T]) -> T:
+    """The action's result; a refusal (a 4xx over HTTP) is raised as if from the test's own line: its message says
+    what to do, and the frames of the extension underneath would only hide it."""
+    __tracebackhide__ = True
+    from .errors import SpiffMessagesError
+
+    try:
+        return await action
+    except SpiffMessagesError as exc:
+        raise exc.with_traceback(None) from None
 
 
 def _instance_id(instance: int | Outcome | InstanceView) -> int:
