@@ -31,6 +31,7 @@ from .clock import Clock, ManualClock
 from .config import Settings
 from .engine import Engine, HumanTask
 from .events import Event
+from .logs import quiet_healthy_service_waits
 from .outcomes import Outcome
 from .runtime import Runtime
 from .scripts import current_caller
@@ -156,6 +157,7 @@ class SpiffMessages:
             self.init_app(app)
 
     def init_app(self, app: Quart) -> None:
+        quiet_healthy_service_waits()
         settings = Settings.from_mapping(app.config)
         state = _AppState(settings=settings, clock=lambda: self.clock(),
                           authorize=lambda request, action: self.authorize(request, action)
