@@ -260,6 +260,35 @@ class BpmnHarness:
                                     for w in view.waiting_for if w.get("kind") == "timer"], error=row.error,
                             tasks=[t.as_json() for t in view.tasks], service_tasks=[s.as_json() for s in view.services])
 
+    async def instances(self, process: str | None = None, *, status: str | None = None) -> list[InstanceView]:
+        """The instances of ``process`` (``group:process_id``; None: of every process), oldest first, with this
+        ``status`` if given: how a test finds the instances a conversation started (a provider started by the
+        message a requester threw, a process a timer start event started)."""
+        __tracebackhide__ = True  # a failure points at the test's line, not here
+        key = None
+        if process is not None:
+            from .errors import ProcessNotFound
+            from .hints import did_you_mean, processes_meant
+            from .names import parse_process_id
+
+            key = parse_process_id(process).key
+            if self.extension.catalog.process(key) is None:
+                meant = processes_meant(self.extension.catalog, key)
+                raise ProcessNotFound(f"no process {key!r} in the BPMN folder{did_you_mean(meant)}",
+                                      did_you_mean=meant).with_traceback(None)
+        await self.settle()
+        await self._catch_up()
+        ids: list[int] = []
+        page_number = 1
+        while True:
+            page = await self.extension.runtime.reads.list_instances(status=status, process_key=key,
+                                                                     page=page_number, per_page=500)
+            ids += [row.id for row in page.rows]
+            if page_number >= page.pages:
+                break
+            page_number += 1
+        return [await self.instance(instance_id) for instance_id in sorted(ids)]
+
     # -- checking ----------------------------------------------------------------------------------------------------
     async def assert_invariants(self) -> None:
         """No instance waits with nothing to wait for, no message is left ``running``, every delivery has exactly
