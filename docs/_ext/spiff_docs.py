@@ -49,8 +49,14 @@ CONFIG_KEYS: dict[str, tuple[str, str, str]] = {
                         "Largest `time_to_live_in_seconds` a send accepts; above it the answer is "
                         "`400 invalid_time_to_live`."),
     "OPENAPI": ("app", "boolean",
-                "Serve `openapi.json` and its UI under the prefix. Skipped when the host app already uses "
-                "Quart-Schema. `0`, `false`, `no` and `off` switch it off."),
+                "Serve the extension's own OpenAPI document at `{prefix}/openapi.json` and its UI at `{prefix}/ui`: "
+                "only the extension's operations, titled `quart-spiff-messages`, tagged by the sections of the HTTP "
+                "reference. A host app that uses Quart-Schema keeps its own document at its own path (which lists "
+                "the extension's routes too). `0`, `false`, `no` and `off` switch both off."),
+    "OPENAPI_AUTHORIZE": ("app", "boolean",
+                          "The OpenAPI document and its UI ask what the API asks: the API key (when one is set), "
+                          "then `authorize(request, \"read_openapi\")`. Off: anyone may read them (they show only "
+                          "what the document says)."),
     "RETENTION_DAYS": ("app", "number ≥ 0",
                        "Purge finished messages (`completed`, `cancelled`, `not_accepted`, `failed`) older than "
                        "this many days. Unset: keep them forever."),
@@ -393,14 +399,21 @@ def http_api_page(document: dict[str, Any], actions: dict[tuple[str, str], str],
     lines += [f"OpenAPI {document.get('openapi', '')}, `{info.get('title', '')}` version {info.get('version', '')}.",
               ""]
     methods_order = ("get", "post", "put", "patch", "delete")
-    groups: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+    # one section per tag of the document, in its order (an operation without a tag: by its path's first segment)
+    groups: dict[str, list[tuple[str, str, dict[str, Any]]]] = {t["name"]: [] for t in document.get("tags", [])}
+    about = {t["name"]: _text(t.get("description")) for t in document.get("tags", [])}
     for path in sorted(document.get("paths", {})):
         ops = document["paths"][path]
         for method in sorted(ops, key=lambda m: methods_order.index(m) if m in methods_order else 99):
-            groups.setdefault(_heading_for(path, prefix), []).append((method, path, ops[method]))
+            tags = ops[method].get("tags") or [_heading_for(path, prefix)]
+            groups.setdefault(tags[0], []).append((method, path, ops[method]))
 
     for group, operations in groups.items():
+        if not operations:
+            continue
         lines += [f"## {group}", ""]
+        if about.get(group):
+            lines += [about[group], ""]
         for method, path, op in operations:
             lines += _operation(method, path, op, actions.get((method, path)), schemas)
 

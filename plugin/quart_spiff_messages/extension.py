@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 from quart import Quart, current_app
-from quart_schema import Info, QuartSchema
+from quart_schema import QuartSchema
 
 from . import events as signals
 from .api import create_blueprint, create_health_blueprint, create_metrics_blueprint
-from .api.openapi import ProblemAwareProvider
+from .api.openapi import ExtensionDocument, ProblemAwareProvider
 from .api.state import EXTENSION_KEY, Authorize, Identify
 from .api.ui import create_ui_blueprint
 from .catalog import Catalog, CatalogError
@@ -178,18 +178,13 @@ class SpiffMessages:
             app.register_blueprint(create_health_blueprint(settings))
         if settings.body_timeout_seconds is not None:  # app-wide in Quart: only when asked for
             app.config["BODY_TIMEOUT"] = settings.body_timeout_seconds
-        if settings.openapi and "QUART_SCHEMA" not in app.extensions:
-            QuartSchema(
-                app,
-                openapi_path=f"{settings.url_prefix}/openapi.json",
-                swagger_ui_path=None,  # served offline by api/ui.py
-                redoc_ui_path=None,
-                openapi_provider_class=ProblemAwareProvider,
-                scalar_ui_path=None,
-                info=Info(title="quart-spiff-messages", version=_version(),
-                          description=_description(settings)),
-            )
-            app.register_blueprint(create_ui_blueprint(settings))
+        if settings.openapi:
+            if "QUART_SCHEMA" not in app.extensions:  # the document is built with Quart-Schema's settings
+                QuartSchema(app, openapi_path=None, swagger_ui_path=None, redoc_ui_path=None, scalar_ui_path=None,
+                            openapi_provider_class=ProblemAwareProvider)
+            # the extension's own document (its operations, its title), whatever document the host serves
+            document = ExtensionDocument(app, settings.url_prefix, _description(settings), _version())
+            app.register_blueprint(create_ui_blueprint(settings, document))
 
         @app.before_serving
         async def _start() -> None:
