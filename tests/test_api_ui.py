@@ -38,6 +38,11 @@ def test_the_api_ui_lists_our_operations_offline(browser: Any, server: Server) -
     documented = {(method.upper(), path) for path, ops in document["paths"].items() for method in ops}
     assert documented and shown == documented
     assert ("POST", "/v1.0/messages/{modified_message_name}") in shown
+    # grouped by the HTTP reference's sections (never "default"), each with its whole summary
+    sections = [e.get_attribute("data-tag") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-tag")]
+    assert sections == [t["name"] for t in document["tags"]] and "default" not in sections
+    summaries = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-description")}
+    assert summaries == {op["summary"] for ops in document["paths"].values() for op in ops.values()}
     # everything the page loaded came from the server itself
     loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     origin = server.url.rsplit("/v1.0", 1)[0]

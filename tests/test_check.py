@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +152,104 @@ def test_timer_start_events_are_listed_and_a_bad_cycle_is_an_error(tmp_path: Pat
     [finding] = json.loads(result.output)["findings"]
     assert (finding["code"], finding["line"], finding["element_id"]) == ("bad_timer_start", 8, "every_start")
     assert "R3/every day" in finding["message"]
+
+
+# -- issue 23: the host's own functions, names that cannot be loaded, properties two files share ---------------------
+HOST = '''
+from quart import Quart
+from quart_spiff_messages import SpiffMessages
+
+app = Quart(__name__)
+app.config["SPIFF_MESSAGES_BPMN_DIR"] = {bpmn!r}
+messages = SpiffMessages(app)
+
+
+@messages.script_function
+def wanted_status() -> str:
+    return "shipped"
+
+
+@messages.service_handler("http/GetRequestV2")
+async def get(call):
+    return {{"status": "shipped"}}
+
+
+@messages.service_handler("flaky/op")
+async def flaky(call):
+    return 1
+
+
+def create_app():
+    return app
+'''
+
+
+def _spiff_messages(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The installed console script, as a host runs it from its project folder."""
+    return subprocess.run([str(Path(sys.executable).parent / "spiff-messages"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def host_project(tmp_path: Path) -> Path:
+    """A host's project: a BPMN folder whose script reads a host function, and an app that registers it and two
+    service handlers with the decorators."""
+    from .conftest import CASES
+
+    root = tmp_path / "bpmn"
+    shutil.copytree(CASES / "services", root)
+    source = (root / "services.bpmn").read_text()
+    (root / "services.bpmn").write_text(source.replace('shipped = response["status"] == "shipped"',
+                                                       'shipped = response["status"] == wanted_status()'))
+    (tmp_path / "shop.py").write_text(HOST.format(bpmn=str(root)))
+    return tmp_path
+
+
+def test_check_with_the_hosts_app_counts_what_its_decorators_registered(host_project: Path) -> None:
+    alone = _spiff_messages("check", "bpmn", "--json", cwd=host_project)
+    codes = sorted((f["code"], f["element_id"]) for f in json.loads(alone.stdout)["findings"])
+    assert ("unknown_script_name", "svc_order_after") in codes
+    assert [c for c in codes if c[0] == "service_operator_without_handler"] == [
+        ("service_operator_without_handler", e) for e in ("svc_flaky_call", "svc_order_call", "svc_remote_call")]
+
+    for app in ("shop:app", "shop:create_app()"):
+        with_app = _spiff_messages("check", "--app", app, "--json", cwd=host_project)  # the app's BPMN folder
+        assert with_app.returncode == 0, with_app.stderr
+        findings = json.loads(with_app.stdout)["findings"]
+        assert [(f["code"], f["element_id"]) for f in findings] == [
+            ("service_operator_without_handler", "svc_remote_call")], findings  # the one nobody handles
+    strict = _spiff_messages("check", "bpmn", "--app", "shop:app", "--strict", cwd=host_project)
+    assert strict.returncode == 1 and "ERROR   service_operator_without_handler" in strict.stdout
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--app", "shop"], "app 'shop': expected MODULE:NAME"),
+    (["--app", "nowhere:app"], "cannot import 'nowhere' (ModuleNotFoundError"),
+    (["--app", "shop:ap"], "module 'shop' has no 'ap'"),
+    (["--app", "shop:messages"], "is a SpiffMessages, not a Quart app"),
+    (["--app", "broken:app"], "cannot import 'broken' (ZeroDivisionError: division by zero)"),
+    (["--service-handlers", "shop:nothing"], "service handlers 'shop:nothing': module 'shop' has no 'nothing'"),
+    (["--script-functions", "shop:app"], "script functions 'shop:app' is a Quart, not a mapping"),
+    (["--app", "plain:app"], "does not mount quart-spiff-messages"),
+], ids=["no-name", "no-module", "no-attribute", "not-an-app", "module-raises", "handlers", "functions", "no-ext"])
+def test_a_wrong_module_name_is_one_line_and_exit_2(host_project: Path, args: list[str], says: str) -> None:
+    (host_project / "broken.py").write_text("x = 1 / 0\n")
+    (host_project / "plain.py").write_text("from quart import Quart\napp = Quart(__name__)\n")
+    done = _spiff_messages("check", "bpmn", *args, cwd=host_project)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.splitlines() == [done.stderr.strip()] and says in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_correlation_properties_two_files_share_are_listed_once() -> None:
+    from .conftest import CASES
+
+    folder = CASES / "shared_properties"
+    text = CliRunner().invoke(main, ["check", str(folder)])
+    assert text.exit_code == 0, text.output
+    [catch] = [line for line in text.output.splitlines() if line.strip().startswith("catch")]
+    assert catch.count("order_id=") == 1, catch
+    report = json.loads(CliRunner().invoke(main, ["check", str(folder), "--json"]).output)
+    [point] = report["catch_points"]
+    assert point["correlation_properties"] == [{"property": "order_id", "expression": "order_id",
+                                                "keys": ["order_key"]}]

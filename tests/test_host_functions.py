@@ -72,3 +72,23 @@ async def test_retrieval_expressions_do_not_see_host_functions(client: Any, ext:
     ext.script_functions["greet"] = lambda name: name
     resp = await client.post("/v1.0/messages/host_pure", json={"name": "Ann"})
     assert (resp.status_code, (await resp.get_json())["error_code"]) == (400, "message_not_accepted")
+
+
+async def test_the_python_api_names_the_caller_as_identify_does_over_http(spiff: BpmnHarness) -> None:
+    """Issue 23: a host calling the Python API says who the caller is; scripts see it as over HTTP."""
+    spiff.extension.script_functions["greet"] = lambda name: name
+    started = await spiff.extension.start_process("host_calls", caller={"user": "ann", "role": "admin"})
+    await spiff.assert_data(started, who="ann", path="admin")
+    through_harness = await spiff.start_process("host_calls", caller={"user": "cy", "role": "clerk"})
+    await spiff.assert_data(through_harness, who="cy", path="other")
+    nobody = await spiff.start_process("host_calls")  # the caller of one call does not stay for the next
+    await spiff.assert_data(nobody, who=None, path="other")
+
+
+async def test_a_message_and_a_task_completion_from_python_carry_their_callers(spiff: BpmnHarness) -> None:
+    asked = await spiff.send_message("host_approval_requested", {"amount": 5}, caller={"user": "ann"})
+    await spiff.assert_task_ready(asked, "host_approval_approve")
+    await spiff.assert_data(asked, requested_by="ann")
+    done = await spiff.complete_task(asked, "host_approval_approve", {"ok": True}, caller={"user": "bob"})
+    assert done.kind == "task_completed"
+    await spiff.assert_data(asked, requested_by="ann", approved_by="bob")

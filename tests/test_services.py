@@ -3,6 +3,7 @@ its result completes the task in a transaction of its own; retries, incidents, t
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -177,3 +178,26 @@ class TestThePytestPluginMocksServices:
         assert [(s["operator"], s["status"]) for s in view.service_tasks] == [("remote/worker", "waiting")]
         await spiff.complete_service_task(remote, "svc_remote_call", {"ok": True})
         await spiff.assert_data(remote, done=True)
+
+
+async def test_a_healthy_service_task_logs_no_error_state_and_a_failed_one_does(
+        spiff: BpmnHarness, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 23: SpiffWorkflow logged ``State changed to ERROR`` at INFO for every service task that waits."""
+    caplog.set_level(logging.INFO, logger="spiff.task")
+    remote = await spiff.start_process("svc_remote", {"job": "J-7"})
+    await spiff.assert_status(remote, "waiting")
+    changes = [r.getMessage() for r in caplog.records if r.name == "spiff.task"]
+    assert "State changed to STARTED" in changes  # SpiffWorkflow's own records still come through
+    assert "State changed to ERROR" not in changes
+    await spiff.complete_service_task(remote, "svc_remote_call", {"ok": True})
+    await spiff.assert_status(remote, "complete")
+    assert "State changed to ERROR" not in [r.getMessage() for r in caplog.records if r.name == "spiff.task"]
+
+    def broken(call: ServiceCall) -> None:
+        raise RuntimeError("backend down")
+
+    spiff.extension.service_handlers["flaky/op"] = broken
+    caplog.clear()
+    failed = await spiff.start_process("svc_flaky", {"n": 2})
+    await spiff.assert_status(failed, "error")
+    assert "State changed to ERROR" in [r.getMessage() for r in caplog.records if r.name == "spiff.task"]

@@ -9,6 +9,7 @@ real time and several workers are in ``test_timers_server.py``.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -58,6 +59,8 @@ async def test_a_waiting_timer_is_shown_and_fires_when_the_clock_reaches_it(
     started = (await _json(resp))["process_instance"]
     shown = await _instance(client, started["id"])
     assert shown["status"] == "waiting"
+    due_at = shown["waiting_for"][0].pop("due_at")  # the same time for people (ISO 8601, UTC)
+    assert datetime.fromisoformat(due_at.replace("Z", "+00:00")).timestamp() == clock.now + 1
     assert shown["waiting_for"] == [{"kind": "timer", "element_id": "tick_wait", "timer_type": "duration",
                                      "due_at_in_seconds": clock.now + 1}]
     clock.advance(0.5)

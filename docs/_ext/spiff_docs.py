@@ -7,8 +7,12 @@
   and the API's source.
 - ``_generated/configuration.md``: every ``SPIFF_MESSAGES_*`` key with its type, default and meaning. Defaults
   come from ``Settings`` and the command's options; meanings come from ``CONFIG_KEYS`` below. The build fails
-  when the code reads a key that ``CONFIG_KEYS`` does not describe, or ``CONFIG_KEYS`` describes one the code no
-  longer reads.
+  when the code reads a key (or ``Settings`` has a field) that ``CONFIG_KEYS`` does not describe, or
+  ``CONFIG_KEYS`` describes one the code no longer reads.
+- ``_generated/constructor.md``: the settings ``SpiffMessages(app, ...)`` takes besides ``app.config``, checked
+  against its signature (``CONSTRUCTOR_SETTINGS``).
+- ``_generated/actions.md``: every action of the ``authorize`` hook with the operations that ask for it, read from
+  the routes' declarations (``api/access.py``).
 
 The ``_generated/`` folder is rewritten by every build and is not kept in git.
 """
@@ -49,8 +53,14 @@ CONFIG_KEYS: dict[str, tuple[str, str, str]] = {
                         "Largest `time_to_live_in_seconds` a send accepts; above it the answer is "
                         "`400 invalid_time_to_live`."),
     "OPENAPI": ("app", "boolean",
-                "Serve `openapi.json` and its UI under the prefix. Skipped when the host app already uses "
-                "Quart-Schema. `0`, `false`, `no` and `off` switch it off."),
+                "Serve the extension's own OpenAPI document at `{prefix}/openapi.json` and its UI at `{prefix}/ui`: "
+                "only the extension's operations, titled `quart-spiff-messages`, tagged by the sections of the HTTP "
+                "reference. A host app that uses Quart-Schema keeps its own document at its own path (which lists "
+                "the extension's routes too). `0`, `false`, `no` and `off` switch both off."),
+    "OPENAPI_AUTHORIZE": ("app", "boolean",
+                          "The OpenAPI document and its UI ask what the API asks: the API key (when one is set), "
+                          "then `authorize(request, \"read_openapi\")`. Off: anyone may read them (they show only "
+                          "what the document says)."),
     "RETENTION_DAYS": ("app", "number ≥ 0",
                        "Purge finished messages (`completed`, `cancelled`, `not_accepted`, `failed`) older than "
                        "this many days. Unset: keep them forever."),
@@ -226,6 +236,10 @@ def configuration_page() -> str:
         raise ExtensionError("configuration reference out of date: " + "; ".join(problems))
 
     fields = {f.name for f in dataclasses.fields(Settings)}
+    keyed = {_FIELD_OF_KEY.get(key, key.lower()) for key, (where, _, _) in CONFIG_KEYS.items() if where == "app"}
+    if fields - keyed:
+        raise ExtensionError("configuration reference out of date: Settings fields no SPIFF_MESSAGES_* key in "
+                             f"CONFIG_KEYS describes: {sorted(fields - keyed)}")
     settings_defaults = _setting_defaults()
     serve_defaults = _serve_defaults()
     app_rows, serve_rows = [], []
@@ -261,6 +275,76 @@ def configuration_page() -> str:
         *header, *serve_rows,
         "",
     ])
+
+
+# -- the settings SpiffMessages(...) takes besides app.config -------------------------------------------------------
+# parameter -> (type, meaning). The build fails when the constructor takes one this does not describe, or this
+# describes one it no longer takes.
+CONSTRUCTOR_SETTINGS: dict[str, tuple[str, str]] = {
+    "clock": ("function returning seconds since the epoch",
+              "What is due or expired is decided by this clock (default `time.time`). Tests pass a `ManualClock` "
+              "they move, to expire buffered messages and fire timers without sleeping."),
+    "authorize": ("`(request, action) -> bool` (or a mapping), plain or `async`",
+                  "Called for every API request after the API key check; a false answer is `403 forbidden`. The "
+                  "actions are listed below. A mapping it returns is the caller host functions see, unless "
+                  "`identify` names one."),
+    "identify": ("`(request) -> Any`, plain or `async`",
+                 "Who the caller of a request is: host functions of the runs it causes see it as "
+                 "`context.caller`. The Python API's `caller=` does the same for calls from your code."),
+    "script_functions": ("mapping of names to functions",
+                         "Functions BPMN scripts and expressions can call (also `@messages.script_function`); one "
+                         "with a `context` parameter gets a `ScriptContext`."),
+    "service_handlers": ("mapping of operator ids to handlers",
+                         "`async def handler(call: ServiceCall) -> result` does the work of the service tasks of "
+                         "that operator, after the commit, retried with backoff (also `@messages.service_handler`). "
+                         "They win over `SPIFF_MESSAGES_SERVICE_HANDLERS`."),
+    "default_service_handler": ("handler",
+                                "Takes every operator without a handler of its own. Without it such a service task "
+                                "waits for `PUT /v1.0/tasks/{instance}/{task}/callback`."),
+}
+
+
+def constructor_page() -> str:
+    """The table of ``SpiffMessages(app, ...)``'s keyword settings, checked against its signature."""
+    from quart_spiff_messages import SpiffMessages
+
+    parameters = {name: p for name, p in inspect.signature(SpiffMessages.__init__).parameters.items()
+                  if name not in ("self", "app")}
+    undocumented = sorted(set(parameters) - set(CONSTRUCTOR_SETTINGS))
+    stale = sorted(set(CONSTRUCTOR_SETTINGS) - set(parameters))
+    if undocumented or stale:
+        raise ExtensionError(f"SpiffMessages(...) reference out of date: parameters not described in "
+                             f"CONSTRUCTOR_SETTINGS: {undocumented}; described but gone: {stale}")
+    rows = ["| setting | type | default | meaning |", "|---|---|---|---|"]
+    for name, (kind, meaning) in CONSTRUCTOR_SETTINGS.items():
+        default = parameters[name].default
+        shown = "(none)" if default is None or default is inspect.Parameter.empty else _literal(default)
+        rows.append(f"| `{name}` | {_cell(kind)} | {shown} | {_cell(meaning)} |")
+    return "\n".join(rows) + "\n"
+
+
+def declared_actions(app: Any) -> dict[str, list[str]]:
+    """Every action a route declares (the API, the metrics, the OpenAPI document), with its operations."""
+    out: dict[str, list[str]] = {}
+    for (method, path), action in sorted(_actions(app).items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        if method in ("head", "options"):
+            continue
+        out.setdefault(action, []).append(f"`{method.upper()} {path}`")
+    return dict(sorted(out.items()))
+
+
+# what the operations alone do not say about an action
+ACTION_NOTES = {"read_openapi": "only with `SPIFF_MESSAGES_OPENAPI_AUTHORIZE` on",
+                "list_messages": "`GET /v1.0/status` (open) asks it too, to tell Spiff Arena's shell",
+                "check_permissions": "the hook is then asked about the action of each URI it is given"}
+
+
+def actions_page(app: Any) -> str:
+    """The table of ``authorize(request, action)`` actions, read from the routes' declarations."""
+    rows = ["| action | asked for | note |", "|---|---|---|"]
+    for action, operations in declared_actions(app).items():
+        rows.append(f"| `{action}` | {', '.join(operations)} | {_cell(ACTION_NOTES.get(action, ''))} |")
+    return "\n".join(rows) + "\n"
 
 
 # -- the OpenAPI document ----------------------------------------------------------------------------------------
@@ -393,14 +477,21 @@ def http_api_page(document: dict[str, Any], actions: dict[tuple[str, str], str],
     lines += [f"OpenAPI {document.get('openapi', '')}, `{info.get('title', '')}` version {info.get('version', '')}.",
               ""]
     methods_order = ("get", "post", "put", "patch", "delete")
-    groups: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+    # one section per tag of the document, in its order (an operation without a tag: by its path's first segment)
+    groups: dict[str, list[tuple[str, str, dict[str, Any]]]] = {t["name"]: [] for t in document.get("tags", [])}
+    about = {t["name"]: _text(t.get("description")) for t in document.get("tags", [])}
     for path in sorted(document.get("paths", {})):
         ops = document["paths"][path]
         for method in sorted(ops, key=lambda m: methods_order.index(m) if m in methods_order else 99):
-            groups.setdefault(_heading_for(path, prefix), []).append((method, path, ops[method]))
+            tags = ops[method].get("tags") or [_heading_for(path, prefix)]
+            groups.setdefault(tags[0], []).append((method, path, ops[method]))
 
     for group, operations in groups.items():
+        if not operations:
+            continue
         lines += [f"## {group}", ""]
+        if about.get(group):
+            lines += [about[group], ""]
         for method, path, op in operations:
             lines += _operation(method, path, op, actions.get((method, path)), schemas)
 
@@ -518,6 +609,8 @@ def generate(app: Sphinx, config: Config) -> None:
     _write(GENERATED / "http-api.md", http_api_page(document, _actions(spiff_app), prefix))
     _write(GENERATED / "error-codes.md", error_codes_page())
     _write(GENERATED / "configuration.md", configuration_page())
+    _write(GENERATED / "constructor.md", constructor_page())
+    _write(GENERATED / "actions.md", actions_page(spiff_app))
 
 
 def setup(app: Sphinx) -> dict[str, Any]:

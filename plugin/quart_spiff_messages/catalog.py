@@ -170,10 +170,12 @@ def properties_of(ed: Any) -> tuple[Property, ...]:
 
 
 def _as_properties(correlation_properties: Iterable[Any]) -> tuple[Property, ...]:
-    return tuple(
+    """Each property once: SpiffWorkflow's parser appends a message's properties once per file that declares them
+    (Arena's layout repeats the shared ones in every file), which would list and evaluate them twice."""
+    return tuple(dict.fromkeys(
         Property(cp.name, cp.retrieval_expression, tuple(cp.correlation_keys or ()))
         for cp in correlation_properties
-    )
+    ))
 
 
 def _catch_kind(ts: Any) -> str | None:

@@ -15,10 +15,10 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
-from quart.cli import with_appcontext
+from quart.cli import ScriptInfo
 
 from .catalog import Catalog, CatalogError
 from .config import DEFAULT_DATABASE_URL, PREFIX, ConfigError, Settings, from_environment
@@ -149,26 +149,58 @@ def _safe(url: str) -> str:
 
 
 @main.command("check")
-@click.argument("bpmn_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("bpmn_dir", required=False, type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--app", "app_path", default="", metavar="MODULE:NAME",
+              help="The host's Quart app (shop:app, or a factory: shop:create_app()): the script functions and "
+                   "service handlers its SpiffMessages has count, decorators included; BPMN_DIR defaults to its "
+                   "SPIFF_MESSAGES_BPMN_DIR.")
 @_option("SERVICE_HANDLERS", "--service-handlers", default="", metavar="MODULE:NAME",
          help="The host's mapping of service operator ids to handlers (key * for all others).")
 @click.option("--script-functions", default="", metavar="MODULE:NAME",
               help="The host's mapping of script function names to functions.")
 @click.option("--strict", is_flag=True, help="A service operator without a handler is an error.")
-def check_command(bpmn_dir: str, as_json: bool, service_handlers: str, script_functions: str, strict: bool) -> None:
-    """Load BPMN_DIR as serve does and report its messages, correlations and problems (exit 1 on errors)."""
+def check_command(bpmn_dir: str | None, as_json: bool, app_path: str, service_handlers: str, script_functions: str,
+                  strict: bool) -> None:
+    """Load BPMN_DIR as serve does and report its messages, correlations and problems (exit 1 on errors, 2 when
+    the app, a mapping or the folder cannot be had)."""
     import json
 
     from .check import check
-    from .services import DEFAULT_KEY, load_handlers
+    from .host_app import HostAppError, host_functions, load_mapping
+    from .services import DEFAULT_KEY
 
-    handlers = load_handlers(service_handlers) if service_handlers else {}
-    functions = load_handlers(script_functions) if script_functions else {}
-    report = check(bpmn_dir, script_functions=functions, service_operators=handlers,
-                   default_service_handler=DEFAULT_KEY in handlers, strict=strict)
+    functions: set[str] = set()
+    operators: set[str] = set()
+    default_handler = False
+    try:
+        if app_path:
+            host = host_functions(app_path)
+            functions |= host.script_functions
+            operators |= host.service_operators
+            default_handler = host.default_service_handler
+            bpmn_dir = bpmn_dir or host.bpmn_dir
+        if service_handlers:
+            operators |= set(load_mapping(service_handlers, "service handlers"))
+        if script_functions:
+            functions |= set(load_mapping(script_functions, "script functions"))
+    except HostAppError as exc:
+        _usage_error(str(exc))
+    if not bpmn_dir:
+        _usage_error("give BPMN_DIR, or --app whose SPIFF_MESSAGES_BPMN_DIR names it")
+    if not os.path.isdir(bpmn_dir):
+        _usage_error(f"BPMN folder {bpmn_dir!r} does not exist")
+    default_handler = default_handler or DEFAULT_KEY in operators
+    report = check(bpmn_dir, script_functions=functions, service_operators=operators - {DEFAULT_KEY},
+                   default_service_handler=default_handler, strict=strict)
     click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.as_text())
     sys.exit(0 if report.ok else 1)
+
+
+def _usage_error(message: str) -> NoReturn:
+    """One line on stderr and exit 2: what the user named cannot be had (no usage text, no traceback)."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(2)
 
 
 @main.command("reload")
@@ -218,11 +250,17 @@ def app_group() -> None:
 
 
 @app_group.command("db-upgrade")
-@with_appcontext
-def app_db_upgrade() -> None:
-    """Apply the schema migrations to the app's SPIFF_MESSAGES_DATABASE_URL."""
-    from quart import current_app
+@click.pass_context
+def app_db_upgrade(ctx: click.Context) -> None:
+    """Apply the schema migrations to the app's SPIFF_MESSAGES_DATABASE_URL.
 
-    settings = Settings.from_mapping(current_app.config)
+    The app is loaded but no app context is entered: Quart's ``with_appcontext`` runs the command inside an event
+    loop of its own, where the migrations' ``asyncio.run`` cannot start.
+    """
+    app = ctx.ensure_object(ScriptInfo).load_app()
+    try:
+        settings = Settings.from_mapping(app.config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     asyncio.run(_upgrade(settings.database_url, "head"))
-    click.echo("database upgraded")
+    click.echo(f"database {_safe(settings.database_url)} is at head")

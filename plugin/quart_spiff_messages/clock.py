@@ -24,3 +24,10 @@ class ManualClock:
 
     def __repr__(self) -> str:
         return f"ManualClock(now={self.now})"
+
+
+def iso_time(seconds: float) -> str:
+    """A time for people beside the epoch seconds views keep for programs: ISO 8601 in UTC, to the millisecond."""
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -26,6 +26,7 @@ class Settings:
     url_prefix: str = "/v1.0"
     max_ttl_seconds: int = 300
     openapi: bool = True
+    openapi_authorize: bool = False  # the document and its UI ask the API key and the hook (action read_openapi)
     retention_days: float | None = None  # None: keep finished messages forever
     sweep_interval_seconds: float = 1.0
     timer_interval_seconds: float = 1.0  # the timer loop's longest sleep; 0: this worker fires no timers
@@ -92,6 +93,7 @@ class Settings:
             url_prefix=prefix,
             max_ttl_seconds=max_ttl,
             openapi=_bool(get("OPENAPI", True)),
+            openapi_authorize=_bool(get("OPENAPI_AUTHORIZE", False)),
             metrics_path=paths["METRICS_PATH"],
             correlate_from_data=_bool(get("CORRELATE_FROM_DATA", True)),
             body_timeout_seconds=_positive("BODY_TIMEOUT_SECONDS", body_timeout) if body_timeout is not None

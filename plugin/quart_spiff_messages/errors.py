@@ -134,7 +134,8 @@ class ProcessFailed(SpiffMessagesError):
 
 
 class ProcessNotFound(SpiffMessagesError):
-    """No process of that id in the catalog."""
+    """No process of that id in the catalog; `did_you_mean` lists the `group:process` ids the client may have meant
+    (the same process id in a group, or a close spelling)."""
 
     status = 404
     error_code = "process_not_found"
@@ -189,7 +190,7 @@ class MessageNotCancellable(SpiffMessagesError):
 
 
 class TaskNotFound(SpiffMessagesError):
-    """The instance has no task of that guid (or element id)."""
+    """The instance has no task of that guid (or element id); `ready_tasks` lists the READY human tasks it has."""
 
     status = 404
     error_code = "task_not_found"

@@ -14,16 +14,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 from quart import Quart, current_app
-from quart_schema import Info, QuartSchema
+from quart_schema import QuartSchema
 
 from . import events as signals
 from .api import create_blueprint, create_health_blueprint, create_metrics_blueprint
-from .api.openapi import ProblemAwareProvider
+from .api.openapi import ExtensionDocument, ProblemAwareProvider
 from .api.state import EXTENSION_KEY, Authorize, Identify
 from .api.ui import create_ui_blueprint
 from .catalog import Catalog, CatalogError
@@ -31,8 +31,10 @@ from .clock import Clock, ManualClock
 from .config import Settings
 from .engine import Engine, HumanTask
 from .events import Event
+from .logs import quiet_healthy_service_waits
 from .outcomes import Outcome
 from .runtime import Runtime
+from .scripts import current_caller
 from .services import DEFAULT_KEY, Handler, Services, load_handlers
 from .store import MessageRecord, Store
 from .timers import Alarm
@@ -58,6 +60,7 @@ class _AppState:
     work_loop: asyncio.Task[None] | None = None  # timers and service calls
     alarm: Alarm | None = None
     generation: int = 0  # the catalog generation this process has loaded
+    extension: SpiffMessages | None = None  # the one that mounted it: its functions and handlers, for check --app
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -142,7 +145,8 @@ class SpiffMessages:
         service tasks: ``async def handler(call: ServiceCall) -> result``, called after the commit that made the
         instance wait, retried with backoff when it raises; ``default_service_handler`` takes every operator without
         one of its own. A service task with no handler waits for ``PUT /tasks/{instance}/{task}/callback``.
-        More actions for ``authorize``: complete_service_task (the callback), retry_process_instance."""
+        More actions for ``authorize``: complete_service_task (the callback), retry_process_instance, and
+        read_openapi (the OpenAPI document and its UI, with ``SPIFF_MESSAGES_OPENAPI_AUTHORIZE``)."""
         self.app = app
         self.clock: Clock = clock or time.time
         self.authorize = authorize
@@ -154,11 +158,13 @@ class SpiffMessages:
             self.init_app(app)
 
     def init_app(self, app: Quart) -> None:
+        quiet_healthy_service_waits()
         settings = Settings.from_mapping(app.config)
         state = _AppState(settings=settings, clock=lambda: self.clock(),
                           authorize=lambda request, action: self.authorize(request, action)
                           if self.authorize is not None else True,
-                          identify=lambda request: self.identify(request) if self.identify is not None else None)
+                          identify=lambda request: self.identify(request) if self.identify is not None else None,
+                          extension=self)
         app.extensions[EXTENSION_KEY] = state
         if settings.service_handlers:  # handlers named in the configuration; those given here win
             named = load_handlers(settings.service_handlers)
@@ -166,24 +172,20 @@ class SpiffMessages:
                 self.default_service_handler = named[DEFAULT_KEY]
             self.service_handlers = {**{k: v for k, v in named.items() if k != DEFAULT_KEY}, **self.service_handlers}
         app.register_blueprint(create_blueprint(settings), url_prefix=settings.url_prefix or None)
+        _answer_refusals_in_host_views(app)
         if settings.metrics_path:
             app.register_blueprint(create_metrics_blueprint(settings))
         if settings.liveness_path or settings.readiness_path:
             app.register_blueprint(create_health_blueprint(settings))
         if settings.body_timeout_seconds is not None:  # app-wide in Quart: only when asked for
             app.config["BODY_TIMEOUT"] = settings.body_timeout_seconds
-        if settings.openapi and "QUART_SCHEMA" not in app.extensions:
-            QuartSchema(
-                app,
-                openapi_path=f"{settings.url_prefix}/openapi.json",
-                swagger_ui_path=None,  # served offline by api/ui.py
-                redoc_ui_path=None,
-                openapi_provider_class=ProblemAwareProvider,
-                scalar_ui_path=None,
-                info=Info(title="quart-spiff-messages", version=_version(),
-                          description=_description(settings)),
-            )
-            app.register_blueprint(create_ui_blueprint(settings))
+        if settings.openapi:
+            if "QUART_SCHEMA" not in app.extensions:  # the document is built with Quart-Schema's settings
+                QuartSchema(app, openapi_path=None, swagger_ui_path=None, redoc_ui_path=None, scalar_ui_path=None,
+                            openapi_provider_class=ProblemAwareProvider)
+            # the extension's own document (its operations, its title), whatever document the host serves
+            document = ExtensionDocument(app, settings.url_prefix, _description(settings), _version())
+            app.register_blueprint(create_ui_blueprint(settings, document))
 
         @app.before_serving
         async def _start() -> None:
@@ -333,14 +335,19 @@ class SpiffMessages:
             raise RuntimeError("quart-spiff-messages is not started: run inside the app (before_serving)")
         return services
 
-    async def complete_service_task(self, instance_id: int, task: str, result: Any) -> Outcome:
-        """Complete a waiting service task with ``result`` (what a remote worker's callback does)."""
-        return await self.services.complete(instance_id, task, result)
+    async def complete_service_task(self, instance_id: int, task: str, result: Any, *, caller: Any = None) -> Outcome:
+        """Complete a waiting service task with ``result`` (what a remote worker's callback does).
 
-    async def retry(self, instance_id: int) -> Outcome:
+        ``caller`` (here and in every method that runs an instance) is who the scripts of that run see as
+        ``context.caller``, as over HTTP they see what the ``identify`` hook returned."""
+        with _as_caller(caller):
+            return await self.services.complete(instance_id, task, result)
+
+    async def retry(self, instance_id: int, *, caller: Any = None) -> Outcome:
         """Run the failed task of an instance in ``error`` again, on the current spec of its process (reload a fixed
         folder first, or fix the handler); ``InstanceNotInError`` (409) for an instance that is not in error."""
-        return await self.services.retry(instance_id)
+        with _as_caller(caller):
+            return await self.services.retry(instance_id)
 
     async def settle_services(self) -> None:
         """Wait until no service handler call is under way (their results applied)."""
@@ -361,14 +368,16 @@ class SpiffMessages:
         return self.runtime.catalog
 
     async def send_message(self, name: str, payload: Mapping[str, Any], *, ttl: int = 0,
-                           message_instance_uuid: str | None = None) -> Outcome:
+                           message_instance_uuid: str | None = None, caller: Any = None) -> Outcome:
         """Send message ``name`` (``group:name`` scopes it) with ``payload``; the same decision as the HTTP API.
 
         ``ttl`` > 0 keeps a message nobody takes now for that many seconds (``message_instance_uuid`` required);
-        a ``message_instance_uuid`` sent again returns the stored outcome.
+        a ``message_instance_uuid`` sent again returns the stored outcome. ``caller``: who script functions see as
+        ``context.caller`` (over HTTP, what the ``identify`` hook returned); None: nobody.
         """
-        return await self.runtime.router.send_message(name, payload, ttl=ttl,
-                                                      message_instance_uuid=message_instance_uuid)
+        with _as_caller(caller):
+            return await self.runtime.router.send_message(name, payload, ttl=ttl,
+                                                          message_instance_uuid=message_instance_uuid)
 
     async def reload(self) -> Reloaded:
         """Reload the BPMN folder in this process and ask every other worker to follow (CatalogError if broken)."""
@@ -378,9 +387,12 @@ class SpiffMessages:
         """Cancel a buffered message."""
         return await self.runtime.router.cancel_message(message_instance_uuid)
 
-    async def start_process(self, process_id: str, data: Mapping[str, Any] | None = None) -> Outcome:
-        """Start ``process_id`` (``group:process_id`` in a group) through its plain start event."""
-        return await self.runtime.router.start_process(process_id, data or {})
+    async def start_process(self, process_id: str, data: Mapping[str, Any] | None = None, *,
+                            caller: Any = None) -> Outcome:
+        """Start ``process_id`` (``group:process_id`` in a group) through its plain start event; ``caller`` as for
+        :meth:`send_message`."""
+        with _as_caller(caller):
+            return await self.runtime.router.start_process(process_id, data or {})
 
     async def events(self, after: int = 0, limit: int = 100) -> list[Event]:
         """The durable event feed after the event id ``after`` (keep the last id you handled), oldest first."""
@@ -397,10 +409,37 @@ class SpiffMessages:
         """The READY user, manual and plain tasks of an instance."""
         return await self.runtime.tasks.list_tasks(instance_id)
 
-    async def complete_task(self, instance_id: int, task: str, data: Mapping[str, Any] | None = None) -> Outcome:
+    async def complete_task(self, instance_id: int, task: str, data: Mapping[str, Any] | None = None, *,
+                            caller: Any = None) -> Outcome:
         """Complete a READY human task (``task``: its guid, or its element id when one such task is READY) with
-        ``data`` merged into its data; the instance runs on to its next wait, as after a delivery."""
-        return await self.runtime.tasks.complete_task(instance_id, task, data or {})
+        ``data`` merged into its data; the instance runs on to its next wait, as after a delivery. ``caller`` as
+        for :meth:`send_message` (the person who completed it)."""
+        with _as_caller(caller):
+            return await self.runtime.tasks.complete_task(instance_id, task, data or {})
+
+
+def _answer_refusals_in_host_views(app: Quart) -> None:
+    """A refusal the Python API raises in one of the host's own views (a wrong task name, an unknown process) is
+    answered as the API answers it, a 4xx problem, instead of a 500 with a traceback in the log; a handler the host
+    registered for these errors (before or after) is the one that answers."""
+    from .api.errors import on_refusal
+    from .errors import SpiffMessagesError
+
+    if SpiffMessagesError not in app.error_handler_spec[None][None]:
+        app.register_error_handler(SpiffMessagesError, on_refusal)
+
+
+@contextlib.contextmanager
+def _as_caller(caller: Any) -> Iterator[None]:
+    """Script functions of the runs inside see ``caller`` as they see the ``identify`` hook's user over HTTP."""
+    if caller is None:  # not given: whoever the surrounding code runs for (nobody, outside an API request)
+        yield
+        return
+    token = current_caller.set(caller)
+    try:
+        yield
+    finally:
+        current_caller.reset(token)
 
 
 def _description(settings: Settings) -> str:

@@ -33,14 +33,14 @@ Nothing heavy is imported until a test asks for one of these fixtures.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 
-from .clock import Clock, ManualClock
+from .clock import Clock, ManualClock, iso_time
 
 if TYPE_CHECKING:
     from quart import Quart
@@ -58,6 +58,7 @@ _HOW_TO_CHOOSE = (f"choose the BPMN folder with the marker @pytest.mark.{MARKER}
                   f"file's folder) or the ini option {INI_OPTION} = path (relative to the ini file's folder)")
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def _async_fixture(fn: F) -> F:
@@ -128,7 +129,8 @@ class InstanceView:
     waiting_for: list[Wait] = field(default_factory=list)
     error: dict[str, Any] | None = None
     tasks: list[dict[str, Any]] = field(default_factory=list)  # READY human tasks (element_id, id, name, ...)
-    timers: list[dict[str, Any]] = field(default_factory=list)  # timers it waits at (element_id, due_at_in_seconds)
+    # timers it waits at: element_id, timer_type, due_at_in_seconds and due_at (ISO 8601, UTC)
+    timers: list[dict[str, Any]] = field(default_factory=list)
     # service tasks called so far: operator, params, attempts, last_error, status (waiting, completed, failed)
     service_tasks: list[dict[str, Any]] = field(default_factory=list)
 
@@ -141,8 +143,9 @@ class InstanceView:
         lines = [f"process instance {self.id} of {self.process_key!r}: status {self.status!r}"]
         lines.append("  waiting for: " + ("; ".join(str(w) for w in self.waiting_for) or "nothing"))
         if self.timers:
-            lines.append("  timers: " + ", ".join(f"{t['element_id']} due at {t['due_at_in_seconds']}"
-                                                   for t in self.timers))
+            lines.append("  timers: " + ", ".join(
+                f"{t['element_id']} due at {iso_time(t['due_at_in_seconds'])} ({t['due_at_in_seconds']})"
+                for t in self.timers))
         if self.service_tasks:
             lines.append("  service tasks: " + ", ".join(
                 f"{s['element_id']} ({s['operator']}, {s['status']}, {s['attempts']} failed attempts)"
@@ -191,26 +194,33 @@ class BpmnHarness:
 
     # -- acting ----------------------------------------------------------------------------------------------------
     async def send_message(self, name: str, payload: Mapping[str, Any], *, ttl: int = 0,
-                           message_instance_uuid: str | None = None) -> Outcome:
-        """Send a message as the HTTP API would; ``ttl`` > 0 (with a ``message_instance_uuid``) buffers it."""
+                           message_instance_uuid: str | None = None, caller: Any = None) -> Outcome:
+        """Send a message as the HTTP API would; ``ttl`` > 0 (with a ``message_instance_uuid``) buffers it.
+        ``caller`` is what script functions see as ``context.caller`` (the ``identify`` hook's user over HTTP)."""
+        __tracebackhide__ = True  # a refusal points at the test's line, not here
         await self._catch_up()
-        return await self.extension.send_message(name, payload, ttl=ttl,
-                                                 message_instance_uuid=message_instance_uuid)
+        return await _refused_here(self.extension.send_message(name, payload, ttl=ttl,
+                                                               message_instance_uuid=message_instance_uuid,
+                                                               caller=caller))
 
-    async def start_process(self, process_id: str, data: Mapping[str, Any] | None = None) -> Outcome:
-        """Start a process through its plain start event."""
+    async def start_process(self, process_id: str, data: Mapping[str, Any] | None = None, *,
+                            caller: Any = None) -> Outcome:
+        """Start a process through its plain start event (``group:process_id`` in a group)."""
+        __tracebackhide__ = True  # a refusal points at the test's line, not here
         await self._catch_up()
-        return await self.extension.start_process(process_id, data)
+        return await _refused_here(self.extension.start_process(process_id, data, caller=caller))
 
     async def complete_task(self, instance: int | Outcome | InstanceView, task: str,
-                            data: Mapping[str, Any] | None = None) -> Outcome:
+                            data: Mapping[str, Any] | None = None, *, caller: Any = None) -> Outcome:
         """Complete a READY user, manual or plain task (by element id, or guid) with ``data``, as a person would."""
+        __tracebackhide__ = True  # a refusal points at the test's line, not here
         await self._catch_up()
-        return await self.extension.complete_task(_instance_id(instance), task, data)
+        return await _refused_here(self.extension.complete_task(_instance_id(instance), task, data, caller=caller))
 
     async def cancel_message(self, message_instance_uuid: str) -> Any:
         """Cancel a buffered message."""
-        return await self.extension.cancel_message(message_instance_uuid)
+        __tracebackhide__ = True  # a refusal points at the test's line, not here
+        return await _refused_here(self.extension.cancel_message(message_instance_uuid))
 
     async def settle(self) -> None:
         """Wait until the service handlers called so far have returned and their results are applied (every look
@@ -219,11 +229,13 @@ class BpmnHarness:
 
     async def complete_service_task(self, instance: int | Outcome | InstanceView, task: str, result: Any) -> Outcome:
         """Complete a waiting service task (by element id, or guid) with ``result``, as a remote worker would."""
-        return await self.extension.complete_service_task(_instance_id(instance), task, result)
+        __tracebackhide__ = True  # a refusal points at the test's line, not here
+        return await _refused_here(self.extension.complete_service_task(_instance_id(instance), task, result))
 
     async def retry(self, instance: int | Outcome | InstanceView) -> Outcome:
         """Run the failed task of an instance in ``error`` again."""
-        return await self.extension.retry(_instance_id(instance))
+        __tracebackhide__ = True  # a refusal points at the test's line, not here
+        return await _refused_here(self.extension.retry(_instance_id(instance)))
 
     async def sweep(self) -> int:
         """Mark the buffered messages whose time ran out (see ``clock.advance``) as expired now; returns how many.
@@ -244,8 +256,38 @@ class BpmnHarness:
         row = view.instance
         return InstanceView(id=row.id, process_key=row.process_key, status=row.status, data=view.data,
                             waiting_for=[Wait.from_json(w) for w in view.waiting_for if w.get("kind") == "message"],
-                            timers=[w for w in view.waiting_for if w.get("kind") == "timer"], error=row.error,
+                            timers=[{**w, "due_at": iso_time(w["due_at_in_seconds"])}
+                                    for w in view.waiting_for if w.get("kind") == "timer"], error=row.error,
                             tasks=[t.as_json() for t in view.tasks], service_tasks=[s.as_json() for s in view.services])
+
+    async def instances(self, process: str | None = None, *, status: str | None = None) -> list[InstanceView]:
+        """The instances of ``process`` (``group:process_id``; None: of every process), oldest first, with this
+        ``status`` if given: how a test finds the instances a conversation started (a provider started by the
+        message a requester threw, a process a timer start event started)."""
+        __tracebackhide__ = True  # a failure points at the test's line, not here
+        key = None
+        if process is not None:
+            from .errors import ProcessNotFound
+            from .hints import did_you_mean, processes_meant
+            from .names import parse_process_id
+
+            key = parse_process_id(process).key
+            if self.extension.catalog.process(key) is None:
+                meant = processes_meant(self.extension.catalog, key)
+                raise ProcessNotFound(f"no process {key!r} in the BPMN folder{did_you_mean(meant)}",
+                                      did_you_mean=meant).with_traceback(None)
+        await self.settle()
+        await self._catch_up()
+        ids: list[int] = []
+        page_number = 1
+        while True:
+            page = await self.extension.runtime.reads.list_instances(status=status, process_key=key,
+                                                                     page=page_number, per_page=500)
+            ids += [row.id for row in page.rows]
+            if page_number >= page.pages:
+                break
+            page_number += 1
+        return [await self.instance(instance_id) for instance_id in sorted(ids)]
 
     # -- checking ----------------------------------------------------------------------------------------------------
     async def assert_invariants(self) -> None:
@@ -317,6 +359,18 @@ class BpmnHarness:
         if wrong:
             raise AssertionError("the instance's data differs:\n" + "\n".join(wrong) + "\n" + view.describe())
         return view
+
+
+async def _refused_here(action: Awaitable[T]) -> T:
+    """The action's result; a refusal (a 4xx over HTTP) is raised as if from the test's own line: its message says
+    what to do, and the frames of the extension underneath would only hide it."""
+    __tracebackhide__ = True
+    from .errors import SpiffMessagesError
+
+    try:
+        return await action
+    except SpiffMessagesError as exc:
+        raise exc.with_traceback(None) from None
 
 
 def _instance_id(instance: int | Outcome | InstanceView) -> int:

@@ -33,6 +33,7 @@ from .errors import (
     ProcessNotStartable,
     SpiffMessagesError,
 )
+from .hints import did_you_mean, processes_meant
 from .names import ScopedName, parse_modified_name, parse_process_id
 from .outcomes import METRIC_RESULTS, Outcome
 from .refusals import Refusal
@@ -135,7 +136,9 @@ class Router:
         scoped = parse_process_id(modified_process_id)
         entry = self.catalog.process(scoped.key)
         if entry is None:
-            raise ProcessNotFound(f"no process {scoped.key!r} in the BPMN folder")
+            meant = processes_meant(self.catalog, scoped.key)
+            raise ProcessNotFound(f"no process {scoped.key!r} in the BPMN folder{did_you_mean(meant)}",
+                                  did_you_mean=meant)
         if not entry.has_plain_start:
             raise ProcessNotStartable(
                 f"process {scoped.key!r} has no plain start event; it starts when one of its start messages is sent")

@@ -50,9 +50,23 @@ class Tasks:
                                    task=task_ref)
             return applied
 
-        done = await self.router.transact(attempt)
+        try:
+            done = await self.router.transact(attempt)
+        except (TaskNotFound, TaskNotReady) as exc:
+            raise await self._naming_ready_tasks(exc, instance_id) from None
         await self.router.flush(done.outbox)
         return Outcome.of("task_completed", done.value)
+
+    async def _naming_ready_tasks(self, exc: TaskNotFound | TaskNotReady, instance_id: int) -> Exception:
+        """The refusal again, saying which tasks can be completed now (``ready_tasks``: element id, name, guid)."""
+        try:
+            ready = await self.list_tasks(instance_id)
+        except InstanceNotFound as gone:
+            return gone
+        listed = [{"element_id": t.element_id, "name": t.name, "task_guid": t.id} for t in ready]
+        names = ", ".join(f"{t.element_id!r}" + (f" ({t.name})" if t.name else "") for t in ready)
+        hint = f"; READY tasks: {names}" if ready else "; it has no READY task"
+        return type(exc)(exc.message + hint, headers=exc.headers, **{**exc.extra, "ready_tasks": listed})
 
     @staticmethod
     def _instance(tx: Tx, instance_id: int) -> Any:

@@ -168,6 +168,8 @@ class WaitOut(BaseModel):
     accepts_any: bool | None = None
     timer_type: Literal["duration", "date", "cycle"] | None = None
     due_at_in_seconds: float | None = None
+    due_at: str | None = Field(None, description="The timer's due time, ISO 8601 in UTC (`due_at_in_seconds` as "
+                                                 "people read it).")
 
 
 class ServiceTaskOut(BaseModel):

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..catalog import Catalog
+from ..clock import iso_time
 from ..core import InstanceView
 from ..names import in_scope, modified
 from ..store import InstanceRecord, MessageRecord, Page
@@ -67,8 +68,14 @@ def instance_json(row: InstanceRecord) -> dict[str, Any]:
 
 def instance_view_json(view: InstanceView) -> dict[str, Any]:
     """An instance with its current data and what it waits for."""
-    return {**instance_json(view.instance), "data": view.data, "waiting_for": view.waiting_for,
+    return {**instance_json(view.instance), "data": view.data, "waiting_for": with_due_times(view.waiting_for),
             "tasks": [t.as_json() for t in view.tasks], "service_tasks": [s.as_json() for s in view.services]}
+
+
+def with_due_times(waits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each timer's due time also as people read it (``due_at``, ISO 8601 UTC) beside ``due_at_in_seconds``."""
+    return [{**w, "due_at": iso_time(w["due_at_in_seconds"])} if w.get("due_at_in_seconds") is not None else w
+            for w in waits]
 
 
 def page_json(page: Page[Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
