@@ -80,14 +80,12 @@ def test_sqlite_head_matches_the_models(sqlite_store: SqliteStore) -> None:
 
 
 def test_the_comparison_sees_a_missing_migration(sqlite_store: SqliteStore) -> None:
-    """Guards the test above against comparing nothing: one revision short of head, the last table is missing."""
-    sqlite_store.upgrade("0006")
+    """Guards the test above against comparing nothing: one revision short of head, what the last one adds is
+    missing (the event feed's index by instance)."""
+    sqlite_store.upgrade("0007")
     with sqlite_store.read_engine.connect() as conn:
         found = differences(conn)
-    assert sorted((diff[0], diff[1].name) for diff in found) == [
-        ("add_index", "ix_spiff_service_call_next_attempt_at"),
-        ("add_index", "ix_spiff_service_call_process_instance_id"), ("add_index", "ux_spiff_service_call_task"),
-        ("add_table", "spiff_service_call")]
+    assert sorted((diff[0], diff[1].name) for diff in found) == [("add_index", "ix_spiff_event_instance")]
 
 
 def test_sqlite_downgrade_to_base_then_upgrade_to_head(sqlite_store: SqliteStore) -> None:
@@ -133,7 +131,7 @@ def _shipped(folder: Path) -> set[str]:
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"}
 
 
-def test_wheel_ships_migrations_templates_and_py_typed(tmp_path: Path) -> None:
+def test_wheel_ships_migrations_templates_console_assets_and_py_typed(tmp_path: Path) -> None:
     """Built from a copy of the source: a ``build/`` left in the checkout could add files the package data lacks,
     and parallel runs (tox -p) would share it."""
     source = tmp_path / "source"
@@ -150,6 +148,7 @@ def test_wheel_ships_migrations_templates_and_py_typed(tmp_path: Path) -> None:
         archive.extractall(tmp_path / "installed")
 
     expected = _shipped(PACKAGE / "store" / "migrations") | _shipped(PACKAGE / "templates")
+    expected |= _shipped(PACKAGE / "static")  # the console's scripts, styles, bpmn-js and their licences
     expected.add("quart_spiff_messages/py.typed")
     assert "quart_spiff_messages/store/migrations/script.py.mako" in expected
     assert sorted(expected - names) == []

@@ -23,6 +23,7 @@ from quart_schema import Info, QuartSchema
 
 from . import events as signals
 from .api import create_blueprint, create_health_blueprint, create_metrics_blueprint
+from .api.console import create_console_blueprint
 from .api.openapi import ProblemAwareProvider
 from .api.state import EXTENSION_KEY, Authorize, Identify
 from .api.ui import create_ui_blueprint
@@ -166,6 +167,7 @@ class SpiffMessages:
                 self.default_service_handler = named[DEFAULT_KEY]
             self.service_handlers = {**{k: v for k, v in named.items() if k != DEFAULT_KEY}, **self.service_handlers}
         app.register_blueprint(create_blueprint(settings), url_prefix=settings.url_prefix or None)
+        app.register_blueprint(create_console_blueprint(settings), url_prefix=settings.url_prefix or None)
         if settings.metrics_path:
             app.register_blueprint(create_metrics_blueprint(settings))
         if settings.liveness_path or settings.readiness_path:
@@ -405,7 +407,7 @@ class SpiffMessages:
 
 def _description(settings: Settings) -> str:
     text = "Send BPMN messages into SpiffWorkflow process instances.\n\n" \
-           f"Operators: the [messages page]({settings.url_prefix}/messages-page) lists every message with its status"
+           f"Operators: the [messages page]({settings.url_prefix}/console/messages) lists every message with its status"
     if settings.metrics_path:
         text += f"; Prometheus metrics are at [{settings.metrics_path}]({settings.metrics_path})"
     probes = [f"{what} [{path}]({path})" for what, path in
