@@ -49,7 +49,7 @@ def _rows(driver: Any) -> list[dict[str, str]]:
     for tr in driver.find_elements(By.CSS_SELECTOR, "#messages tbody tr[data-id]"):
         cells = tr.find_elements(By.TAG_NAME, "td")
         out.append({"id": cells[0].text, "status": cells[2].text, "name": cells[4].text, "payload": cells[7].text,
-                    "instance": cells[8].text, "time_left": cells[10].text})
+                    "instance": cells[6].text, "time_left": cells[10].text})
     return out
 
 
@@ -91,7 +91,10 @@ def test_the_page_lists_filters_pages_and_escapes(browser: Any, server: Server, 
     assert newest["status"] == "ready" and newest["time_left"].endswith("s") and "later" in newest["payload"]
     hostile = first[1]
     assert hostile["status"] == "not_accepted"
-    assert "<script>window.pwned = 1</script>" in hostile["payload"]  # shown as text
+    assert hostile["payload"].startswith('{"order_id": "<script>') and hostile["payload"].endswith("…")  # its start
+    cell = browser.find_element(By.CSS_SELECTOR, f'#messages tr[data-id="{hostile["id"]}"] td.payload')
+    cell.find_element(By.TAG_NAME, "summary").click()  # opens the whole value
+    assert SCRIPT_PAYLOAD.replace('"', '\\"') in cell.find_element(By.TAG_NAME, "pre").text  # shown as text
     assert browser.execute_script("return window.pwned") is None  # and never run
     assert browser.find_elements(By.CSS_SELECTOR, "#messages img") == []
     browser.save_screenshot(str(tmp_path / "messages-page.png"))

@@ -29,6 +29,6 @@ def add(path: Path, layout: Path) -> bool:
 
 
 if __name__ == "__main__":
-    here = Path(__file__).resolve().parent
+    layout = Path(os.environ.get("LAYOUT_SCRIPT", Path(__file__).resolve().parent / "layout.mjs"))
     for name in sys.argv[1:]:
-        print(name, "laid out" if add(Path(name), Path(os.environ.get("LAYOUT_SCRIPT", here / "layout.mjs"))) else "has a diagram already")
+        print(name, "laid out" if add(Path(name), layout) else "has a diagram already")

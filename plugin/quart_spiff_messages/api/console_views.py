@@ -17,7 +17,7 @@ from ..store import MessageRecord
 from .json_guard import dumps_text
 from .views import time_left
 
-JSON_CELL_START = 60  # characters of a JSON value a table cell shows before "…"
+JSON_CELL_START = 32  # characters of a JSON value (or a long text) a table cell shows before "…"
 SPAWNERS = ("CallActivity", "SubWorkflowTask", "TransactionSubprocess")  # task specs that run a (sub)workflow
 
 
@@ -28,12 +28,19 @@ class JsonCell:
     start: str
     whole: str
     cut: bool
+    text: bool = False  # plain text (a failure cause), not JSON
 
 
 def json_cell(value: Any) -> JsonCell:
     compact = dumps_text(value)
     cut = len(compact) > JSON_CELL_START
     return JsonCell(compact[:JSON_CELL_START] + ("…" if cut else ""), dumps_text(value, indent=2), cut)
+
+
+def text_cell(value: str) -> JsonCell:
+    """A long text shown like a JSON cell: its start, the whole when opened."""
+    cut = len(value) > JSON_CELL_START
+    return JsonCell(value[:JSON_CELL_START] + ("…" if cut else ""), value, cut, text=True)
 
 
 def iso(seconds: float | None) -> str:
@@ -61,15 +68,16 @@ def message_row(row: MessageRecord, now: float, instance_id: int | None) -> dict
     """One message as the console lists it; ``instance_id`` the one it belongs to, reached or came from."""
     return {
         "id": row.id,
-        "created": iso(row.created_at),
+        "created": iso(row.created_at)[5:],  # the year on hover (``created_full``): a column less wide
+        "created_full": iso(row.created_at),
         "status": row.status,
         "message_type": row.message_type,
         "name": row.name,
         "group": row.scope,
         "correlation_keys": json_cell(row.correlation_keys) if row.correlation_keys else None,
-        "payload": json_cell(row.payload),
+        "payload": json_cell(row.payload) if row.payload is not None else None,
         "instance_id": instance_id,
-        "failure_cause": row.failure_cause or "",
+        "failure_cause": text_cell(row.failure_cause) if row.failure_cause else None,
         "time_left": time_left(row.expires_at, row.status, now),
         "uuid": row.message_instance_uuid,
         "cancellable": row.status == "ready" and row.message_type == "send" and row.id is not None and row.id > 0
