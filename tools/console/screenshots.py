@@ -71,8 +71,7 @@ def main(out: Path) -> None:
             try:
                 console = f"{server.url}/console"
                 for name, url, diagram in [
-                    ("messages", f"{console}/messages", False),
-                    ("messages-payment", f"{console}/messages?name=payment_received", False),
+                    ("messages-payment", f"{console}/messages?name=payment_received", False),  # the messages page
                     ("instances", f"{console}/instances", False),
                     ("instance", f"{console}/instances/{ids['approval']}", True),
                     ("instance-waiting", f"{console}/instances/{ids['order 1042']}", True),
