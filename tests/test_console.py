@@ -190,6 +190,7 @@ def test_the_console_draws_each_instance_where_it_stands_and_acts(browser: Any, 
     later = browser.find_element(By.CSS_SELECTOR, "#messages tr.m-ready button.cancel")
     _after(browser, later.click)
     assert "cancelled" in browser.find_element(By.ID, "done").text
+    assert "name=payment_received" in browser.current_url  # back on the same list, its filter kept
     browser.get(f"{console}/messages?status=cancelled&name=payment_received")
     assert "cancelled by request" in browser.find_element(By.ID, "messages").text
     browser.get(f"{server.url}/messages-page?status=not_accepted")  # the old address leads here, filters kept

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from lxml import etree
 from quart import Blueprint, Response, render_template, request
@@ -49,11 +49,14 @@ def _base() -> str:
     return f"{state().settings.url_prefix}/console"
 
 
-def _back(path: str, **notice: str) -> Response:
-    """A redirect to one of the console's pages (never elsewhere), with what happened in its query string."""
-    target = path if path.startswith(_base() + "/") and "//" not in path else f"{_base()}/instances"
-    query_string = urlencode({k: v for k, v in notice.items() if v})
-    return redirect(f"{target}?{query_string}" if query_string else target, 303)
+def _back(page: str, **notice: str) -> Response:
+    """A redirect to one of the console's pages (never elsewhere), its filters kept, with what happened added to
+    its query string."""
+    parts = urlsplit(page)
+    path = parts.path if parts.path.startswith(_base() + "/") and "//" not in parts.path else f"{_base()}/instances"
+    kept = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("done", "error")]
+    query_string = urlencode(kept + [(k, v) for k, v in notice.items() if v])
+    return redirect(f"{path}?{query_string}" if query_string else path, 303)
 
 
 # -- sign-in ---------------------------------------------------------------------------------------------------------
@@ -160,7 +163,7 @@ async def instance(instance_id: str) -> str:
         "spiff_messages/console/instance.html", base=_base(), section="instances", row=row, view=view,
         name=reads.display_name(row.process_key, row.process_id), data=dumps_text(view.data, indent=2),
         marks=cv.diagram_marks(shown), drawn=drawn, spawner=spawner,
-        diagram_url=f"{_base()}/diagram/{row.process_key}?{urlencode({'process': drawn, 'version': row.spec_version})}",
+        diagram_url=f"{_base()}/diagram/{row.process_key}?{urlencode({'process': drawn})}",
         calls=[{"guid": c.guid, "element_id": c.element_id, "name": c.name or c.element_id, "called": c.called_process,
                 "marker": c.marker} for c in cv.called_workflows(shown)],
         legend=LEGEND, waits=[w for w in view.waiting_for if w.get("kind") == "message"],
@@ -286,7 +289,7 @@ async def complete_task(instance_id: str, task_guid: str) -> Response:
 
 async def cancel_message(message_instance_uuid: str) -> Response:
     form = await request.form
-    back = urlsplit(form.get("back", "")).path or f"{_base()}/messages"
+    back = form.get("back", "") or f"{_base()}/messages"
     return await _act(back, lambda: state().runtime.router.cancel_message(message_instance_uuid),
                       f"message {message_instance_uuid} cancelled")
 
