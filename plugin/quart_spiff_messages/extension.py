@@ -128,10 +128,11 @@ class SpiffMessages:
                  service_handlers: Mapping[str, Handler] | None = None,
                  default_service_handler: Handler | None = None) -> None:
         """``authorize(request, action)`` (optional, may be async) lets the host app allow or refuse (403) each
-        request; actions: send_message, cancel_message, list_messages (the messages page too), read_message_models,
+        request; actions: send_message, cancel_message, list_messages, read_message_models,
         start_process, read_process_instance, list_process_instances, read_task, complete_task, read_events,
         reload_catalog, read_metrics, check_permissions (``POST /permissions-check``, which then asks the hook about
-        the action of each URI it is given); ``GET /status`` asks it about list_messages. Signals
+        the action of each URI it is given); ``GET /status`` asks it about list_messages; the console's pages and
+        buttons ask for the action of the operation each stands for. Signals
         (``quart_spiff_messages.events``) go out after each commit, with the app as sender.
 
         ``script_functions`` (or the :meth:`script_function` decorator) are functions BPMN scripts and expressions
