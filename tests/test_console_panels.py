@@ -15,6 +15,12 @@ from quart_spiff_messages import ServiceCall, SpiffMessages
 from .conftest import CASES, Clock
 
 
+@pytest.fixture
+def spiff_config() -> dict[str, Any]:
+    """No pause between a service handler's attempts: the clock of these tests stands still (as test_services')."""
+    return {"SPIFF_MESSAGES_SERVICE_BACKOFF_SECONDS": 0, "SPIFF_MESSAGES_SERVICE_ATTEMPTS": 3}
+
+
 def _marks(html: str) -> dict[str, str]:
     found = re.search(r'<script type="application/json" id="marks">(.*?)</script>', html, re.S)
     assert found, html
