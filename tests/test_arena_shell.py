@@ -86,7 +86,7 @@ async def test_the_hook_sees_the_action_each_route_declares(bpmn_dir: Path, data
     app = guarded_app(bpmn_dir, database_url, clock, seen)
     async with app.test_app():
         client = app.test_client()
-        for method, path in [("GET", "/v1.0/messages"), ("POST", "/v1.0/messages"), ("GET", "/v1.0/messages-page"),
+        for method, path in [("GET", "/v1.0/messages"), ("POST", "/v1.0/messages"), ("GET", "/v1.0/console/messages"),
                              ("GET", "/v1.0/all-message-models"), ("GET", "/v1.0/message-models/orders"),
                              ("GET", "/v1.0/process-instances"), ("GET", "/v1.0/events")]:
             resp = await client.open(path, method=method, headers=KEY)

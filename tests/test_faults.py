@@ -238,9 +238,10 @@ def small_volume(path: Path, size: str = "4m") -> Iterator[Path]:
 
 
 def fill(volume: Path) -> Path:
-    """Write a file until the volume has no space left."""
+    """Write a file until the volume has no space left (unbuffered: a partly written block left in a buffer would
+    fail again at close, depending on how much space the database left)."""
     filler = volume / "filler"
-    with open(filler, "wb") as f:
+    with open(filler, "wb", buffering=0) as f:
         with contextlib.suppress(OSError):
             while True:
                 f.write(b"\0" * 65536)

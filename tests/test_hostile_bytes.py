@@ -211,7 +211,7 @@ async def test_stored_non_finite_numbers_and_surrogates_still_answer_json(client
         assert row["correlation_keys"]["order_key"]["amount"] is None
     searched = await strict_json(await client.post("/v1.0/messages", data=b"{}", headers=JSON))
     assert searched["results"] == listed["results"]
-    page = await client.get("/v1.0/messages-page")
+    page = await client.get("/v1.0/console/messages")
     assert page.status_code == 200
     html = (await page.get_data()).decode("utf-8")
     assert "old-\ufffd" in html

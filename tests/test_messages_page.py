@@ -1,4 +1,5 @@
-"""The messages page in a real headless browser (Debian's chromium + chromedriver), served by ``spiff-messages serve``.
+"""The console's messages page in a real headless browser (Debian's chromium + chromedriver), served by
+``spiff-messages serve``.
 
 Without chromium the browser test is skipped, except in CI (``CI=true``) where it fails (``tests/browser.py``); the
 browser resolves no host but the server's, so the page is shown to need nothing from the internet.
@@ -6,7 +7,6 @@ browser resolves no host but the server's, so the page is shown to need nothing 
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,7 +49,7 @@ def _rows(driver: Any) -> list[dict[str, str]]:
     for tr in driver.find_elements(By.CSS_SELECTOR, "#messages tbody tr[data-id]"):
         cells = tr.find_elements(By.TAG_NAME, "td")
         out.append({"id": cells[0].text, "status": cells[2].text, "name": cells[4].text, "payload": cells[7].text,
-                    "instance": cells[8].text, "time_left": cells[10].text})
+                    "instance": cells[6].text, "time_left": cells[10].text})
     return out
 
 
@@ -81,7 +81,7 @@ def test_the_page_lists_filters_pages_and_escapes(browser: Any, server: Server, 
     from selenium.webdriver.support.ui import Select
 
     seeded = _seed(server.url)
-    browser.get(f"{server.url}/messages-page?per_page=5")
+    browser.get(f"{server.url}/console/messages?per_page=5")
     assert browser.title.startswith("Messages")
     assert browser.find_element(By.ID, "total").text == "12 messages"  # 10 sent + the start's and payment's receive
     first = _rows(browser)
@@ -91,7 +91,10 @@ def test_the_page_lists_filters_pages_and_escapes(browser: Any, server: Server, 
     assert newest["status"] == "ready" and newest["time_left"].endswith("s") and "later" in newest["payload"]
     hostile = first[1]
     assert hostile["status"] == "not_accepted"
-    assert "<script>window.pwned = 1</script>" in hostile["payload"]  # shown as text
+    assert hostile["payload"].startswith('{"order_id": "<script>') and hostile["payload"].endswith("…")  # its start
+    cell = browser.find_element(By.CSS_SELECTOR, f'#messages tr[data-id="{hostile["id"]}"] td.payload')
+    cell.find_element(By.TAG_NAME, "summary").click()  # opens the whole value
+    assert SCRIPT_PAYLOAD.replace('"', '\\"') in cell.find_element(By.TAG_NAME, "pre").text  # shown as text
     assert browser.execute_script("return window.pwned") is None  # and never run
     assert browser.find_elements(By.CSS_SELECTOR, "#messages img") == []
     browser.save_screenshot(str(tmp_path / "messages-page.png"))
@@ -121,22 +124,23 @@ def test_the_page_lists_filters_pages_and_escapes(browser: Any, server: Server, 
     assert {r["name"] for r in orders} == {"order_received"} and len(orders) == 2  # the send and its receive
 
     _after(browser, browser.find_element(By.CSS_SELECTOR, "a.instance").click)
-    instance = json.loads(browser.find_element(By.TAG_NAME, "body").text)
-    assert instance["process_instance"]["id"] == seeded["instance_id"]
-    assert instance["process_instance"]["status"] == "complete"
+    assert browser.current_url.endswith(f"/console/instances/{seeded['instance_id']}")
+    assert browser.find_element(By.ID, "status").text == "complete"
 
 
 async def test_the_page_needs_the_same_access_as_the_api(bpmn_dir: Path, database_url: str, clock: Clock) -> None:
     app, _ = make_app(bpmn_dir, database_url, clock, SPIFF_MESSAGES_API_KEY="secret")
     async with app.test_app():
         client = app.test_client()
-        refused = await client.get("/v1.0/messages-page")
-        assert refused.status_code == 401 and (await refused.get_json())["error_code"] == "unauthorized"
-        ok = await client.get("/v1.0/messages-page", headers={"SpiffWorkflow-Api-Key": "secret"})
+        moved = await client.get("/v1.0/messages-page?status=ready")
+        assert moved.status_code == 301 and moved.headers["Location"] == "/v1.0/console/messages?status=ready"
+        refused = await client.get("/v1.0/console/messages")
+        assert refused.status_code == 303 and refused.headers["Location"].startswith("/v1.0/console/login")
+        ok = await client.get("/v1.0/console/messages", headers={"SpiffWorkflow-Api-Key": "secret"})
         assert ok.status_code == 200 and ok.content_type.startswith("text/html")
 
 
 async def test_a_bad_filter_is_a_clear_400(client: Any) -> None:
-    response = await client.get("/v1.0/messages-page?per_page=5000")
+    response = await client.get("/v1.0/console/messages?per_page=5000")
     assert response.status_code == 400
     assert (await response.get_json())["error_code"] == "invalid_query_parameter"

@@ -81,7 +81,7 @@ def test_sqlite_head_matches_the_models(sqlite_store: SqliteStore) -> None:
 
 def test_the_comparison_sees_a_missing_migration(sqlite_store: SqliteStore) -> None:
     """Guards the test above against comparing nothing: one revision short of head, the last table is missing."""
-    sqlite_store.upgrade("0007")
+    sqlite_store.upgrade("head-1")
     with sqlite_store.read_engine.connect() as conn:
         found = differences(conn)
     assert sorted((diff[0], diff[1].name) for diff in found) == [
@@ -132,7 +132,7 @@ def _shipped(folder: Path) -> set[str]:
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"}
 
 
-def test_wheel_ships_migrations_templates_and_py_typed(tmp_path: Path) -> None:
+def test_wheel_ships_migrations_templates_console_assets_and_py_typed(tmp_path: Path) -> None:
     """Built from a copy of the source: a ``build/`` left in the checkout could add files the package data lacks,
     and parallel runs (tox -p) would share it."""
     source = tmp_path / "source"
@@ -149,6 +149,7 @@ def test_wheel_ships_migrations_templates_and_py_typed(tmp_path: Path) -> None:
         archive.extractall(tmp_path / "installed")
 
     expected = _shipped(PACKAGE / "store" / "migrations") | _shipped(PACKAGE / "templates")
+    expected |= _shipped(PACKAGE / "static")  # the console's scripts, styles, bpmn-js and their licences
     expected.add("quart_spiff_messages/py.typed")
     assert "quart_spiff_messages/store/migrations/script.py.mako" in expected
     assert sorted(expected - names) == []

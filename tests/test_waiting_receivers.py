@@ -54,6 +54,6 @@ async def test_a_wait_that_ends_without_its_message_turns_cancelled_once(client:
 
 async def test_the_messages_page_shows_waiting_receivers(client: Any) -> None:
     instance_id = await review(client, "T-4")
-    page = await (await client.get("/v1.0/messages-page", query_string={"name": "review_cancelled"})).get_data(
+    page = await (await client.get("/v1.0/console/messages", query_string={"name": "review_cancelled"})).get_data(
         as_text=True)
-    assert "review_cancelled" in page and f"/process-instances/{instance_id}" in page and "T-4" in page
+    assert "review_cancelled" in page and f"/console/instances/{instance_id}" in page and "T-4" in page

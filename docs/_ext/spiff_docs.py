@@ -83,7 +83,8 @@ CONFIG_KEYS: dict[str, tuple[str, str, str]] = {
                                "is `507 insufficient_storage` at once."),
     "API_KEY": ("app", "string, or strings separated by commas",
                 "When set, every request needs `SpiffWorkflow-Api-Key: <key>` or `Authorization: Bearer <key>` "
-                "with one of these keys, else `401 unauthorized`. In `app.config` a list or tuple works too."),
+                "with one of these keys, else `401 unauthorized`. In `app.config` a list or tuple works too. The "
+                "operator console's pages lead to a sign-in form that keeps the key in an HttpOnly cookie."),
     "MAX_PAYLOAD_BYTES": ("app", "integer ≥ 0",
                           "Larger request bodies are refused with `413 payload_too_large`."),
     "MAX_PAYLOAD_DEPTH": ("app", "integer ≥ 0",

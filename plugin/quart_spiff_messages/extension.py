@@ -23,6 +23,7 @@ from quart_schema import QuartSchema
 
 from . import events as signals
 from .api import create_blueprint, create_health_blueprint, create_metrics_blueprint
+from .api.console import create_console_blueprint
 from .api.openapi import ExtensionDocument, ProblemAwareProvider
 from .api.state import EXTENSION_KEY, Authorize, Identify
 from .api.ui import create_ui_blueprint
@@ -130,10 +131,11 @@ class SpiffMessages:
                  service_handlers: Mapping[str, Handler] | None = None,
                  default_service_handler: Handler | None = None) -> None:
         """``authorize(request, action)`` (optional, may be async) lets the host app allow or refuse (403) each
-        request; actions: send_message, cancel_message, list_messages (the messages page too), read_message_models,
+        request; actions: send_message, cancel_message, list_messages, read_message_models,
         start_process, read_process_instance, list_process_instances, read_task, complete_task, read_events,
         reload_catalog, read_metrics, check_permissions (``POST /permissions-check``, which then asks the hook about
-        the action of each URI it is given); ``GET /status`` asks it about list_messages. Signals
+        the action of each URI it is given); ``GET /status`` asks it about list_messages; the console's pages and
+        buttons ask for the action of the operation each stands for. Signals
         (``quart_spiff_messages.events``) go out after each commit, with the app as sender.
 
         ``script_functions`` (or the :meth:`script_function` decorator) are functions BPMN scripts and expressions
@@ -173,6 +175,7 @@ class SpiffMessages:
             self.service_handlers = {**{k: v for k, v in named.items() if k != DEFAULT_KEY}, **self.service_handlers}
         app.register_blueprint(create_blueprint(settings), url_prefix=settings.url_prefix or None)
         _answer_refusals_in_host_views(app)
+        app.register_blueprint(create_console_blueprint(settings), url_prefix=settings.url_prefix or None)
         if settings.metrics_path:
             app.register_blueprint(create_metrics_blueprint(settings))
         if settings.liveness_path or settings.readiness_path:
@@ -444,7 +447,7 @@ def _as_caller(caller: Any) -> Iterator[None]:
 
 def _description(settings: Settings) -> str:
     text = "Send BPMN messages into SpiffWorkflow process instances.\n\n" \
-           f"Operators: the [messages page]({settings.url_prefix}/messages-page) lists every message with its status"
+           f"Operators: the [messages page]({settings.url_prefix}/console/messages) lists every message with its status"
     if settings.metrics_path:
         text += f"; Prometheus metrics are at [{settings.metrics_path}]({settings.metrics_path})"
     probes = [f"{what} [{path}]({path})" for what, path in

@@ -8,7 +8,7 @@ from .element_states import ElementState
 from .errors import InstanceNotFound
 from .events import Event
 from .store import InstanceRecord, MessageFilter, Page, Store, Tx, active_keys
-from .store.listing import ListedMessage, list_messages
+from .store.listing import ListedMessage, instances_of, list_messages, waits_of
 
 
 class Reads:
@@ -42,6 +42,10 @@ class Reads:
         """Messages and the receivers waiting now (``receive`` rows, ``ready``), newest first."""
         return await self.store.read(lambda tx: list_messages(tx, flt, page, per_page))
 
+    async def instances_of_messages(self, message_ids: list[int]) -> dict[int, int]:
+        """Message id -> the instance it belongs to, for those of ``message_ids`` that belong to one."""
+        return await self.store.read(lambda tx: instances_of(tx, message_ids))
+
     def display_name(self, process_key: str | None, process_id: str | None) -> str | None:
         """A process's name for people: its BPMN ``name``, else its id (None for no process)."""
         if process_key is None:
@@ -57,6 +61,14 @@ class Reads:
     async def events(self, after: int = 0, limit: int = 100) -> list[Event]:
         """The durable feed's events with ids above ``after``, oldest first."""
         return await self.store.read(lambda tx: tx.events_after(after, limit))
+
+    async def waits_of(self, instance_ids: list[int]) -> dict[int, list[str]]:
+        """What each instance waits for, in words, read from the wait indexes (see :func:`.listing.waits_of`)."""
+        return await self.store.read(lambda tx: waits_of(tx, instance_ids))
+
+    async def instance_events(self, instance_id: int, limit: int = 50) -> list[Event]:
+        """An instance's latest events of the durable feed, newest first."""
+        return await self.store.read(lambda tx: tx.instance_events(instance_id, limit))
 
     async def metrics(self) -> bytes:
         """The Prometheus text exposition, gauges counted in the database now."""

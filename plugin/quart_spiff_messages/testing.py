@@ -64,15 +64,18 @@ class Server:
                                          start_new_session=True)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Until the API answers (the first worker is up); fails early with the log when the server exits."""
+        """Until the API answers (the first worker is up); fails early with the log when the server exits. A key in
+        ``SPIFF_MESSAGES_API_KEY`` (the server's environment) is presented."""
         import httpx
 
+        key = os.environ.get("SPIFF_MESSAGES_API_KEY", "").split(",")[0].strip()
+        headers = {"SpiffWorkflow-Api-Key": key} if key else {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self._log_text()}")
             try:
-                if httpx.get(f"{self.url}/message-models", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/message-models", timeout=1, headers=headers).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

@@ -23,6 +23,9 @@ from .state import state
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 ACTION_ATTRIBUTE = "_spiff_messages_action"
 PATH_ERROR_ATTRIBUTE = "_spiff_messages_path_error"
+# The console's pages are opened by a browser, which cannot add a header to a link: the key typed into the console's
+# sign-in form comes back in this cookie (HttpOnly, SameSite=Strict), which only the console's routes read.
+CONSOLE_COOKIE = "spiff_messages_console_key"
 
 
 @dataclass(frozen=True)
@@ -76,21 +79,28 @@ def path_error_of(view: Callable[..., Any] | None) -> tuple[type[e.SpiffMessages
     return found if found is not None else (e.InvalidRequest, "path")
 
 
-def _presented_key() -> str | None:
+def _presented_key(console: bool) -> str | None:
     key = request.headers.get("SpiffWorkflow-Api-Key")
     if key:
         return key
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.cookies.get(CONSOLE_COOKIE) or None if console else None
 
 
-def key_is_valid() -> bool:
-    """Whether the request carries one of the configured API keys (always, when none is configured)."""
+def is_a_key(presented: str | None) -> bool:
+    """Whether ``presented`` is one of the configured API keys (always, when none is configured)."""
     keys = state().settings.api_keys
     if not keys:
         return True
-    presented = _presented_key()
     return presented is not None and any(hmac.compare_digest(presented.encode(), k.encode()) for k in keys)
+
+
+def key_is_valid(console: bool = False) -> bool:
+    """Whether the request carries one of the configured API keys (always, when none is configured); ``console``:
+    the console's sign-in cookie counts too."""
+    return is_a_key(_presented_key(console))
 
 
 async def _hook_answer(action: str) -> Any:
@@ -105,11 +115,11 @@ async def hook_allows(action: str) -> bool:
     return bool(await _hook_answer(action))
 
 
-async def check_access(action: str) -> None:
+async def check_access(action: str, console: bool = False) -> None:
     """API key first (401), then the host app's ``authorize(request, action)`` hook (403); then who the caller is
     (the ``identify`` hook's answer, else the mapping ``authorize`` returned) for the host functions of the runs
-    this request causes."""
-    if not key_is_valid():
+    this request causes. ``console``: the console's sign-in cookie is a key too."""
+    if not key_is_valid(console):
         raise e.Unauthorized("a valid API key is required (header SpiffWorkflow-Api-Key or Authorization: "
                              "Bearer)", headers={"WWW-Authenticate": "Bearer"})
     allowed = await _hook_answer(action)

@@ -35,7 +35,13 @@ async def json_object(what: str, root: str, required: bool = True) -> dict[str, 
     if request.content_length is not None and request.content_length > limit:
         raise e.PayloadTooLarge(f"the {what} is larger than {limit} bytes")
     body = await request.get_data()
-    raw = body if isinstance(body, bytes) else body.encode()
+    return json_object_from(body if isinstance(body, bytes) else body.encode(), what, root, required)
+
+
+def json_object_from(raw: bytes, what: str, root: str, required: bool = True) -> dict[str, Any]:
+    """:func:`json_object` for JSON that came another way (a form field of the console)."""
+    settings = state().settings
+    limit = settings.max_payload_bytes
     if len(raw) > limit:
         raise e.PayloadTooLarge(f"the {what} is larger than {limit} bytes")
     if not raw.strip():
@@ -58,10 +64,14 @@ async def json_object(what: str, root: str, required: bool = True) -> dict[str, 
     return value
 
 
-def query(model: type[M]) -> M:
-    """The query string validated by ``model``; the first bad field is the answer."""
+def query(model: type[M], *, blank_is_absent: bool = False) -> M:
+    """The query string validated by ``model``; the first bad field is the answer. ``blank_is_absent``: a field
+    sent empty counts as not sent (a page's filter form sends its empty fields)."""
+    args = request.args.to_dict()
+    if blank_is_absent:
+        args = {k: v for k, v in args.items() if v.strip()}
     try:
-        return model.model_validate(request.args.to_dict())
+        return model.model_validate(args)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "query"

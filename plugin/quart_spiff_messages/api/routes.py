@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import quart_cors
-from quart import Blueprint, Response, render_template, request
+from quart import Blueprint, Response, request
 from quart_schema import (
     RequestSchemaValidationError,
     document_querystring,
@@ -29,7 +28,7 @@ from ..config import Settings
 from ..names import parse_modified_name, parse_process_id
 from ..outcomes import Outcome
 from ..services import Services
-from ..store import MESSAGE_STATUSES, MessageFilter
+from ..store import MessageFilter
 from . import errors, json_guard, schemas, shell, views
 from .access import ROUTES, Route, action_of, check_access, check_request_bytes, per_app, route
 from .openapi import problems
@@ -148,27 +147,6 @@ async def search_messages() -> Response:
                         created_after=f.created_after, created_before=f.created_before,
                         process_model_identifier=f.process_model_identifier)
     return await _message_page(flt, q.page, q.per_page)
-
-
-@route("GET", "/messages-page", "list_messages")
-@hide
-async def messages_page() -> str:
-    """The messages page for operators: newest first, filters by status and name, paged."""
-    q = query(schemas.MessageListQuery)
-    st = state()
-    result = await st.runtime.reads.list_messages(_list_filter(q), q.page, q.per_page)
-    now = st.clock()
-
-    def page_url(number: int) -> str:
-        return "?" + urlencode({**{k: v for k, v in request.args.items() if v}, "page": number})
-
-    return await render_template(
-        "spiff_messages/messages.html",
-        rows=[views.page_row(r.message, now, st.settings.url_prefix) for r in result.rows],
-        statuses=MESSAGE_STATUSES, status=q.status or "", name=q.name, per_page=q.per_page,
-        total=result.total, page=q.page, pages=result.pages,
-        newer_url=page_url(q.page - 1) if q.page > 1 else None,
-        older_url=page_url(q.page + 1) if q.page < result.pages else None)
 
 
 # -- message models ----------------------------------------------------------------------------------------------

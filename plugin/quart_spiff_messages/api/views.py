@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from datetime import datetime, timezone
 from typing import Any
 
 from ..catalog import Catalog
@@ -12,7 +11,6 @@ from ..clock import iso_time
 from ..core import InstanceView
 from ..names import in_scope, modified
 from ..store import InstanceRecord, MessageRecord, Page
-from .json_guard import dumps_text
 
 
 def _secs(value: float | None) -> int | None:
@@ -82,7 +80,8 @@ def page_json(page: Page[Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"results": rows, "pagination": {"count": len(rows), "total": page.total, "pages": page.pages}}
 
 
-def _time_left(expires_at: float | None, status: str, now: float) -> str:
+def time_left(expires_at: float | None, status: str, now: float) -> str:
+    """How long a buffered message is kept still (``1 min 5 s``, ``expired``); empty for any other message."""
     if expires_at is None or status != "ready":
         return ""
     left = math.ceil(expires_at - now)
@@ -90,26 +89,6 @@ def _time_left(expires_at: float | None, status: str, now: float) -> str:
         return "expired"
     minutes, seconds = divmod(left, 60)
     return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
-
-
-def page_row(row: MessageRecord, now: float, url_prefix: str) -> dict[str, Any]:
-    """One message as the messages page shows it (the template escapes every value)."""
-    return {
-        "id": row.id,
-        "created": datetime.fromtimestamp(row.created_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-        "status": row.status,
-        "message_type": row.message_type,
-        "name": row.name,
-        "group": row.scope,
-        # stored rows may hold NaN or lone surrogates: shown as null and U+FFFD, so the page can always be sent
-        "correlation_keys": dumps_text(row.correlation_keys, indent=1) if row.correlation_keys else "",
-        "payload": dumps_text(row.payload, indent=1),
-        "process_instance_id": row.process_instance_id,
-        "instance_url": f"{url_prefix}/process-instances/{row.process_instance_id}"
-        if row.process_instance_id is not None else None,
-        "failure_cause": row.failure_cause,
-        "time_left": _time_left(row.expires_at, row.status, now),
-    }
 
 
 def message_model_id(name: str) -> int:

@@ -722,6 +722,13 @@ class Tx:
         return [Event(r["kind"], r["process_instance_id"], r["message_instance_id"], r["data"], r["id"],
                       r["created_at"]) for r in rows]
 
+    def instance_events(self, instance_id: int, limit: int) -> list[Event]:
+        """An instance's latest ``limit`` events, newest first (the index on instance and id answers it)."""
+        rows = self.conn.execute(select(sql.EVENTS).where(sql.EVENTS.c.process_instance_id == instance_id)
+                                 .order_by(sql.EVENTS.c.id.desc()).limit(limit)).mappings()
+        return [Event(r["kind"], r["process_instance_id"], r["message_instance_id"], r["data"], r["id"],
+                      r["created_at"]) for r in rows]
+
     def purge_events(self, before: float, batch: int) -> int:
         """Delete up to ``batch`` events older than ``before`` (the messages' retention)."""
         old = select(sql.EVENTS.c.id).where(sql.EVENTS.c.created_at < before).order_by(sql.EVENTS.c.id).limit(batch)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, tuple_, union_all
@@ -162,3 +163,37 @@ def ended_receives(tx: Tx, message_name: str, limit: int = 50) -> list[tuple[int
     instance and the keys it waited with."""
     found = tx.conn.execute(sql.ENDED_RECEIVES, {"name": message_name, "limit": limit})
     return [(instance_id, keys or {}) for instance_id, keys in found]
+
+
+def instances_of(tx: Tx, message_ids: Sequence[int]) -> dict[int, int]:
+    """The instance each of these messages belongs to (those that belong to one): a send row from outside names
+    no instance, its counterpart (the receive row it became) names the one it reached."""
+    if not message_ids:
+        return {}
+    rows = tx.conn.execute(select(M.c.id, M.c.process_instance_id)
+                           .where(M.c.id.in_(list(message_ids)), M.c.process_instance_id.is_not(None)))
+    return {int(r[0]): int(r[1]) for r in rows}
+
+
+def waits_of(tx: Tx, instance_ids: Sequence[int]) -> dict[int, list[str]]:
+    """What each of these instances waits for, read from the wait indexes in three queries (no instance state is
+    loaded): ``message <name>``, ``timer <element> at <due>`` and ``service <operator>``, in that order."""
+    if not instance_ids:
+        return {}
+    ids = list(instance_ids)
+    found: dict[int, list[str]] = {i: [] for i in ids}
+    T, C = sql.TIMERS, sql.SERVICE_CALLS
+    for iid, name in tx.conn.execute(select(S.c.process_instance_id, S.c.message_name).distinct()
+                                     .where(S.c.process_instance_id.in_(ids)).order_by(S.c.message_name)):
+        found[int(iid)].append(f"message {name}")
+    for iid, element, due in tx.conn.execute(select(T.c.process_instance_id, T.c.element_id, T.c.due_at)
+                                             .where(T.c.process_instance_id.in_(ids)).order_by(T.c.due_at)):
+        found[int(iid)].append(f"timer {element} at {_iso(float(due))}")
+    for iid, operator in tx.conn.execute(select(C.c.process_instance_id, C.c.operator)
+                                         .where(C.c.process_instance_id.in_(ids))):
+        found[int(iid)].append(f"service {operator}")
+    return found
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

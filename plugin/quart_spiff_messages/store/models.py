@@ -212,3 +212,6 @@ class Event(Base):
     message_instance_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Double, index=True)
+
+    # an instance's own events, newest first, for the console's instance page
+    __table_args__ = (Index("ix_spiff_event_instance", "process_instance_id", "id"),)
