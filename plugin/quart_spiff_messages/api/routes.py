@@ -34,19 +34,12 @@ from . import errors, json_guard, schemas, shell, views
 from .access import ROUTES, Route, action_of, check_access, check_request_bytes, per_app, route
 from .openapi import problems
 from .parsing import body, json_object, query
+from .parsing import instance_number as _instance_number
 from .state import state
 
 
 def _ok(payload: Mapping[str, Any], status: int = 200) -> Response:
     return Response(json_guard.dumps(payload), status=status, content_type="application/json")
-
-
-def _instance_number(instance_id: str) -> int:
-    """An instance id from the path; anything that cannot be one is an instance that does not exist."""
-    number = int(instance_id) if instance_id.isascii() and instance_id.isdigit() else 0
-    if not 1 <= number <= schemas.MAX_INT:
-        raise e.InstanceNotFound(f"no process instance {instance_id!r}")
-    return number
 
 
 def _outcome(outcome: Outcome) -> Response:
@@ -264,22 +257,6 @@ async def show_instance(instance_id: str) -> Response:
     return _ok({"process_instance": views.instance_view_json(view)})
 
 
-@route("GET", "/process-instances/<modified_process_model_identifier>/<instance_id>", "read_process_instance",
-       path_error=(e.InstanceNotFound, "instance_id"))
-@document_response(schemas.ArenaInstanceOut, 200)
-@problems(400, 404)
-async def show_instance_of_model(modified_process_model_identifier: str, instance_id: str) -> Response:
-    """An instance by Spiff Arena's path: the process (colons for slashes) and the id; the instance itself, not
-    wrapped. `404 process_instance_not_found` when the instance is not of that process."""
-    scoped = parse_process_id(modified_process_model_identifier, field="modified_process_model_identifier")
-    reads = state().runtime.reads
-    view = await reads.instance_view(_instance_number(instance_id))
-    if view.instance.process_key != scoped.key:
-        raise e.InstanceNotFound(f"process instance {view.instance.id} is not of process {scoped.key!r}")
-    return _ok({**views.instance_view_json(view), "process_model_display_name":
-                reads.display_name(view.instance.process_key, view.instance.process_id)})
-
-
 @route("GET", "/process-instances", "list_process_instances")
 @document_querystring(schemas.InstanceListQuery)
 @document_response(schemas.InstanceListOut, 200)
@@ -397,7 +374,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
     if settings.cors_origins:
         quart_cors.cors(bp, allow_origin=list(settings.cors_origins),
                         allow_credentials="*" not in settings.cors_origins,
-                        allow_headers=["Authorization", "Content-Type", "SpiffWorkflow-Api-Key"],
+                        allow_headers=list(settings.cors_headers),
                         expose_headers=["Retry-After", "WWW-Authenticate"], max_age=600)
     _error_handlers(bp)
     return bp
