@@ -177,6 +177,7 @@ async def task_instances(process_instance_id: str, task_guid: str) -> Response:
 
 
 @route("GET", "/onboarding", READ_TASK)
+@document_response(schemas.OnboardingOut, 200)
 @problems(400)
 async def onboarding() -> Response:
     """Arena's Home asks what to onboard a user with: nothing here (`{}`)."""
@@ -207,6 +208,7 @@ async def list_process_models() -> Response:
 
 
 @route("GET", "/process-models/stats", READ_MODELS)
+@document_response(schemas.ProcessModelStatsOut, 200)
 @problems(400)
 async def process_model_stats() -> Response:
     """Per process model: how many instances it has and when the latest started (`{}` when none ran)."""

@@ -109,6 +109,21 @@ class ProcessGroupListOut(BaseModel):
     pagination: Pagination
 
 
+class ModelStats(BaseModel):
+    instance_count: int
+    last_run_in_seconds: int | None
+
+
+class ProcessModelStatsOut(RootModel[dict[str, ModelStats]]):
+    """Process model id -> its counts (`{}` when no instance ran)."""
+
+
+class OnboardingOut(BaseModel):
+    """Nothing to onboard a user with: `{}`."""
+
+    model_config = ConfigDict(extra="allow")
+
+
 class InstructionOut(BaseModel):
     task: dict[str, Any] | None
 

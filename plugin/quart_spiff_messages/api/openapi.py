@@ -24,6 +24,12 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
                               "description": "Message name; colons stand for slashes (group:message)."},
     "modified_process_id": {"type": "string", "maxLength": MAX_NAME_LENGTH, "pattern": f"^{_SEGMENT}(:{_SEGMENT})*$",
                             "description": "Process id; colons stand for slashes (group:process_id)."},
+    "modified_process_model_identifier": {"type": "string", "maxLength": MAX_NAME_LENGTH,
+                                          "pattern": f"^{_SEGMENT}(:{_SEGMENT})*$",
+                                          "description": "Process id; colons stand for slashes (group:process_id)."},
+    "modified_process_group_id": {"type": "string", "maxLength": MAX_NAME_LENGTH,
+                                  "pattern": f"^{_SEGMENT}(:{_SEGMENT})*$",
+                                  "description": "Process group; colons stand for slashes (orders:eu)."},
     "message_instance_uuid": {"type": "string", "pattern": schemas.UUID_PATTERN},
     "instance_id": {"type": "integer", "minimum": 1, "maximum": schemas.MAX_INT},
 }
