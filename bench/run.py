@@ -254,6 +254,12 @@ class Seeder:
                     kv = expected_key_value("order_key", {"order_id": oid})
                     subs.append({**sub, "process_instance_id": instance_id, "values_digest": kv.digest,
                                  "values_json": kv.canonical, "created_at": now})
+                # ids of the space messages and waits share (SQLite; None on PostgreSQL, where it is the default);
+                # a baseline older than that space has no fresh_ids and takes the table's own
+                fresh = getattr(tx, "fresh_ids", None)
+                shared = fresh(len(subs)) if fresh is not None else None
+                if shared is not None:
+                    subs = [{**row, "id": i} for row, i in zip(subs, shared, strict=True)]
                 tx.session.execute(insert(SUBSCRIPTIONS), subs)
 
             await self.store.run(write)

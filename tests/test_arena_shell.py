@@ -114,28 +114,50 @@ async def test_cors_is_off_by_default(client: Any) -> None:
     assert resp.status_code == 200 and "Access-Control-Allow-Origin" not in resp.headers
 
 
-async def test_cors_for_configured_origins_answers_the_preflight_without_a_key(bpmn_dir: Path, database_url: str,
-                                                                                clock: Clock) -> None:
+# What Chromium asks in the preflight of Spiff Arena's frontend's calls (every call: it sends two custom headers)
+ARENA_GET_HEADERS = "authorization,spiffworkflow-authentication-identifier"
+ARENA_POST_HEADERS = "authorization,content-type,spiffworkflow-authentication-identifier"
+
+
+@pytest.mark.parametrize(("method", "path", "asked"), [
+    ("GET", "/v1.0/process-instances/order_process/1/task-info", ARENA_GET_HEADERS),
+    ("GET", "/v1.0/status", ARENA_GET_HEADERS),
+    ("POST", "/v1.0/messages?per_page=50&page=1", ARENA_POST_HEADERS),
+    ("POST", "/v1.0/permissions-check", ARENA_POST_HEADERS),
+])
+async def test_cors_for_configured_origins_answers_the_frontends_preflight_without_a_key(
+        bpmn_dir: Path, database_url: str, clock: Clock, method: str, path: str, asked: str) -> None:
     app = guarded_app(bpmn_dir, database_url, clock, SPIFF_MESSAGES_CORS_ORIGINS="http://localhost:7001")
     origin = {"Origin": "http://localhost:7001"}
     async with app.test_app():
         client = app.test_client()
-        preflight = await client.options("/v1.0/messages", headers={
-            **origin, "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization, content-type"})
+        preflight = await client.options(path, headers={
+            **origin, "Access-Control-Request-Method": method, "Access-Control-Request-Headers": asked})
         assert preflight.status_code == 200
         assert preflight.headers["Access-Control-Allow-Origin"] == "http://localhost:7001"
         assert preflight.headers["Access-Control-Allow-Credentials"] == "true"
-        assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
-        assert {h.strip().lower() for h in preflight.headers["Access-Control-Allow-Headers"].split(",")} == \
-            {"authorization", "content-type"}
-        listed = await client.post("/v1.0/messages?per_page=50&page=1", json={}, headers={**origin, **KEY})
+        assert method in preflight.headers["Access-Control-Allow-Methods"]
+        allowed = {h.strip().lower() for h in preflight.headers["Access-Control-Allow-Headers"].split(",")}
+        assert allowed == set(asked.split(","))  # every header the browser asked for, or it blocks the call
+        frontend = {**origin, **KEY, "SpiffWorkflow-Authentication-Identifier": "default"}
+        listed = await client.post("/v1.0/messages?per_page=50&page=1", json={}, headers=frontend)
         assert listed.status_code == 200
         assert listed.headers["Access-Control-Allow-Origin"] == "http://localhost:7001"
         refused = await client.get("/v1.0/messages", headers=origin)  # the browser can read the 401
         assert refused.status_code == 401 and refused.headers["Access-Control-Allow-Origin"] == origin["Origin"]
         other = await client.get("/v1.0/messages", headers={"Origin": "http://evil.example", **KEY})
         assert "Access-Control-Allow-Origin" not in other.headers
+
+
+async def test_the_cors_headers_are_configurable(bpmn_dir: Path, database_url: str, clock: Clock) -> None:
+    app = guarded_app(bpmn_dir, database_url, clock, SPIFF_MESSAGES_CORS_ORIGINS="http://localhost:7001",
+                      SPIFF_MESSAGES_CORS_HEADERS="Authorization, X-Tenant")
+    async with app.test_app():
+        preflight = await app.test_client().options("/v1.0/messages", headers={
+            "Origin": "http://localhost:7001", "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization,x-tenant,spiffworkflow-authentication-identifier"})
+        allowed = {h.strip().lower() for h in preflight.headers["Access-Control-Allow-Headers"].split(",")}
+        assert allowed == {"authorization", "x-tenant"}  # the identifier is no longer allowed: the browser blocks
 
 
 # -- rows name their process; filters --------------------------------------------------------------------------

@@ -133,6 +133,11 @@ CONFIG_KEYS: dict[str, tuple[str, str, str]] = {
                      "Browser pages of these origins (`https://arena.example.com`) may call the API from another "
                      "origin (CORS, with credentials unless `*`). A preflight `OPTIONS` is answered without an API "
                      "key. Unset: no CORS headers at all, as before."),
+    "CORS_HEADERS": ("app", "header names separated by commas",
+                     "Request headers a page of `SPIFF_MESSAGES_CORS_ORIGINS` may send (a preflight's "
+                     "`Access-Control-Request-Headers` is answered with those of them it asks for). The default "
+                     "lists what Spiff Arena's frontend sends (`Authorization`, `Content-Type`, "
+                     "`SpiffWorkflow-Authentication-Identifier`, `Accept`) and `SpiffWorkflow-Api-Key`."),
     "HOST": ("serve", "string", "Address `spiff-messages serve` binds."),
     "PORT": ("serve", "integer", "Port `spiff-messages serve` binds."),
     "WORKERS": ("serve", "integer ≥ 1",

@@ -295,8 +295,11 @@ class Catalog:
     """Processes, start points and catch points of one BPMN folder. Build it with :meth:`load`."""
 
     def __init__(self, processes: dict[str, ProcessEntry], starts: list[StartPoint], catches: list[CatchPoint],
-                 throws: list[ThrowPoint], messages: dict[str, set[str]]) -> None:
+                 throws: list[ThrowPoint], messages: dict[str, set[str]],
+                 definitions: dict[str, dict[str, str]] | None = None) -> None:
         self.processes = processes
+        # group -> process id -> the file that defines it: every <bpmn:process>, called ones included
+        self.definitions = definitions if definitions is not None else {}
         self._starts: dict[str, list[StartPoint]] = defaultdict(list)
         self._catches: dict[str, list[CatchPoint]] = defaultdict(list)
         self._throws: dict[str, list[ThrowPoint]] = defaultdict(list)
@@ -401,8 +404,11 @@ class Catalog:
         catches: list[CatchPoint] = []
         throws: list[ThrowPoint] = []
         messages: dict[str, set[str]] = defaultdict(set)
+        definitions: dict[str, dict[str, str]] = {}
         for group in sorted(by_group.keys() | dmn_by_group.keys()):
-            for entry in _load_group(group, by_group.get(group, []), dmn_by_group.get(group, [])):
+            definitions[group] = {}
+            for entry in _load_group(group, by_group.get(group, []), dmn_by_group.get(group, []),
+                                     definitions[group]):
                 processes[entry.key] = entry
                 s, c, t = _scan(entry)
                 starts += s
@@ -415,13 +421,22 @@ class Catalog:
             messages[catch.message_name].add(catch.group)
         for throw in throws:
             messages[throw.message_name].add(processes[throw.process_key].group)
-        return cls(processes, starts, catches, throws, dict(messages))
+        return cls(processes, starts, catches, throws, dict(messages), definitions)
+
+    def defining_file(self, process_id: str, group: str) -> str | None:
+        """The file that defines ``process_id`` (a called process too), looked for in ``group`` first (where a
+        call activity finds it), then in every other group."""
+        found = self.definitions.get(group, {}).get(process_id)
+        if found is not None:
+            return found
+        return next((files[process_id] for files in self.definitions.values() if process_id in files), None)
 
 
-def _load_group(group: str, files: list[Path], dmn_files: list[Path]) -> Iterable[ProcessEntry]:
+def _load_group(group: str, files: list[Path], dmn_files: list[Path], origin: dict[str, str]
+                ) -> Iterable[ProcessEntry]:
+    """The group's executable top-level processes; ``origin`` is filled with process id -> defining file."""
     parser = SpiffBpmnParser()
     contents = hashlib.sha256()
-    origin: dict[str, str] = {}
     for path in files:
         try:
             data = path.read_bytes()

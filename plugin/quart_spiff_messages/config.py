@@ -13,6 +13,9 @@ from typing import Any
 
 PREFIX = "SPIFF_MESSAGES_"
 DEFAULT_DATABASE_URL = "sqlite:///spiff_messages.db"
+# Spiff Arena's frontend sends the first four (the identifier on every call once logged in); the API key is ours
+CORS_HEADERS = ("Authorization", "Content-Type", "SpiffWorkflow-Authentication-Identifier", "Accept",
+                "SpiffWorkflow-Api-Key")
 
 
 class ConfigError(ValueError):
@@ -47,6 +50,7 @@ class Settings:
     service_lease_seconds: float = 30.0  # a claimed call's lease, renewed while its handler runs
     service_handlers: str = ""  # "module:name" of a mapping operator id -> handler ("*": every other operator)
     cors_origins: tuple[str, ...] = ()  # empty: no CORS headers (same-origin only)
+    cors_headers: tuple[str, ...] = CORS_HEADERS  # request headers a cross-origin caller may send
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> Settings:
@@ -72,6 +76,9 @@ class Settings:
         origins = _strings(get("CORS_ORIGINS", ()))
         if any(o != "*" and not o.startswith(("http://", "https://")) for o in origins):
             raise ConfigError(f"{PREFIX}CORS_ORIGINS: each origin is scheme://host[:port], or *: {origins}")
+        headers = _strings(get("CORS_HEADERS", CORS_HEADERS))
+        if any(not h.replace("-", "").isalnum() for h in headers):
+            raise ConfigError(f"{PREFIX}CORS_HEADERS: each entry is a header name: {headers}")
         paths = {name: _path(config.get(PREFIX + name, default)) for name, default in
                  (("METRICS_PATH", "/metrics"), ("LIVENESS_PATH", "/livez"), ("READINESS_PATH", "/readyz"))}
         served = [p for p in paths.values() if p]
@@ -81,6 +88,7 @@ class Settings:
         return cls(
             api_keys=keys,
             cors_origins=tuple(o.rstrip("/") for o in origins),
+            cors_headers=headers,
             max_payload_bytes=int(_number("MAX_PAYLOAD_BYTES", get("MAX_PAYLOAD_BYTES", 1024 * 1024))),
             max_payload_depth=int(_number("MAX_PAYLOAD_DEPTH", get("MAX_PAYLOAD_DEPTH", 32))),
             retention_days=_number("RETENTION_DAYS", retention) if retention is not None else None,

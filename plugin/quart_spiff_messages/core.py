@@ -262,7 +262,9 @@ class Core:
             if inst.entry.spec_version != row.spec_version:
                 row = tx.set_spec_version(row, inst.entry.spec_version)
         self.engine.run(inst)
-        consumed = self._received(tx, action.message, row, inst) if took and action.message is not None else None
+        waited = action.task_id if isinstance(action, Deliver) else None
+        consumed = self._received(tx, action.message, row, inst, waited) if took and action.message is not None \
+            else None
         for timer in fired:
             tx.record_event("timer_fired", row.id, element_id=timer.element_id, timer_type=timer.timer_type,
                             due_at=timer.due_at)
@@ -373,7 +375,7 @@ class Core:
             took = next((t for t in tasks if self._deliver(inst, t, claimed)), None)
             if took is not None:
                 self.engine.run(inst)
-                self._received(tx, claimed, row, inst)
+                self._received(tx, claimed, row, inst, took)
                 tx.drop_message_keys(cand.id)
                 return took, claimed.name
             tx.update_message(claimed, status="ready")
@@ -394,15 +396,18 @@ class Core:
             rows += [WaitRow(w.task_id, w.element_id, w.message_name, kv) for kv in w.expected]
         return rows
 
-    def _received(self, tx: Tx, msg: MessageRecord, row: InstanceRecord, inst: Instance) -> MessageRecord:
-        """Record the delivery: a ``receive`` row for the instance, both rows ``completed`` (or ``failed``)."""
+    def _received(self, tx: Tx, msg: MessageRecord, row: InstanceRecord, inst: Instance,
+                  task_id: str | None = None) -> MessageRecord:
+        """Record the delivery: a ``receive`` row for the instance, both rows ``completed`` (or ``failed``). The
+        receive row of a wait (``task_id``'s) keeps the id the wait was listed with."""
         status, cause = "completed", None
         if inst.failure is not None:
             status = "failed"
             cause = f"process instance {row.id} failed in {inst.failure.task}: {inst.failure.message}"
         msg = tx.save_message(tx.update_message(msg, status=status, failure_cause=cause))
         tx.record_event("message_delivered", row.id, msg.id, name=msg.name, status=status)
-        receive = tx.add_message(name=msg.name, scope=msg.scope, message_type="receive", status=status,
+        wait_id = tx.wait_id(row.id, task_id, msg.name) if task_id is not None else None
+        receive = tx.add_message(wait_id, name=msg.name, scope=msg.scope, message_type="receive", status=status,
                                  payload=None, correlation_keys=self.engine.correlations(inst),
                                  process_instance_id=row.id, counterpart_id=msg.id, failure_cause=cause)
         return tx.update_message(msg, counterpart_id=receive.id)

@@ -40,6 +40,7 @@ class ElementState:
     called_process: str | None  # for a call activity or subprocess task: the process id it runs
     runtime_info: dict[str, Any] = field(default_factory=dict)
     manual: bool = False
+    description: str = ""  # what kind of element, in words: "User Task", "Message Start Event", ...
 
 
 def element_states(workflow: Any, failed_element: str | None, waiting_services: Iterable[str]) -> list[ElementState]:
@@ -78,7 +79,8 @@ def _row(task: Any, wf_guid: str | None, failed_element: str | None, services: s
         process_guid=wf_guid, parent_guid=str(task.parent.id) if task.parent is not None else None,
         last_state_change=float(task.last_state_change),
         called_process=str(called) if isinstance(called, str) else None,
-        runtime_info=_jsonable(info), manual=bool(getattr(spec, "manual", False)))
+        runtime_info=_jsonable(info), manual=bool(getattr(spec, "manual", False)),
+        description=str(getattr(spec, "description", "") or ""))
 
 
 def _marker(task: Any, service_waiting: bool, failed: bool) -> str | None:

@@ -141,6 +141,20 @@ class ProcessNotFound(SpiffMessagesError):
     error_code = "process_not_found"
 
 
+class ProcessGroupNotFound(SpiffMessagesError):
+    """No process group of that id: no folder of the BPMN folder holds a process (Spiff Arena's process groups)."""
+
+    status = 404
+    error_code = "process_group_not_found"
+
+
+class BpmnProcessNotFound(SpiffMessagesError):
+    """`task-info`: the instance has no (sub)process spawned by a task of that `bpmn_process_guid` (Spiff Arena's
+    code and status)."""
+
+    error_code = "bpmn_process_not_found"
+
+
 class ProcessNotStartable(SpiffMessagesError):
     """The process has no plain start event to start it by."""
 

@@ -147,8 +147,9 @@ class SpiffMessages:
         service tasks: ``async def handler(call: ServiceCall) -> result``, called after the commit that made the
         instance wait, retried with backoff when it raises; ``default_service_handler`` takes every operator without
         one of its own. A service task with no handler waits for ``PUT /tasks/{instance}/{task}/callback``.
-        More actions for ``authorize``: complete_service_task (the callback), retry_process_instance, and
-        read_openapi (the OpenAPI document and its UI, with ``SPIFF_MESSAGES_OPENAPI_AUTHORIZE``)."""
+        More actions for ``authorize``: complete_service_task (the callback), retry_process_instance,
+        read_process_models (Spiff Arena's process models and groups), and read_openapi (the OpenAPI document and
+        its UI, with ``SPIFF_MESSAGES_OPENAPI_AUTHORIZE``)."""
         self.app = app
         self.clock: Clock = clock or time.time
         self.authorize = authorize

@@ -9,6 +9,7 @@ from .errors import InstanceNotFound
 from .events import Event
 from .store import InstanceRecord, MessageFilter, Page, Store, Tx, active_keys
 from .store.listing import ListedMessage, instances_of, list_messages, waits_of
+from .store.process_stats import instance_stats
 
 
 class Reads:
@@ -57,6 +58,10 @@ class Reads:
                              per_page: int) -> Page[InstanceRecord]:
         return await self.store.read(
             lambda tx: tx.list_instances(status=status, process_key=process_key, page=page, per_page=per_page))
+
+    async def process_stats(self) -> dict[str, tuple[int, float]]:
+        """Per process key: how many instances, and when the latest started."""
+        return await self.store.read(instance_stats)
 
     async def events(self, after: int = 0, limit: int = 100) -> list[Event]:
         """The durable feed's events with ids above ``after``, oldest first."""

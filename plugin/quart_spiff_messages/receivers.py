@@ -3,7 +3,8 @@
 While a catch waits, its row is read from the subscription index (``store/listing.py``). When the wait ends, the
 row it becomes is stored: ``completed`` (or ``failed``) by the delivery that ended it (``Core._received``), or,
 for a wait that ended otherwise (a boundary timer fired, the gateway took another branch, the task it was attached
-to completed, the instance finished or failed), ``cancelled`` here. Each wait ends as exactly one row.
+to completed, the instance finished or failed), ``cancelled`` here. Each wait ends as exactly one row, and that
+row keeps the id the wait was listed with (its first subscription row's id: messages and waits share one id space).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ def sync_waits(tx: Tx, row: InstanceRecord, waits: Sequence[WaitRow],
     added, ended = tx.sync_subscriptions(row.id, row.process_group, waits)
     for wait in ended:
         if (wait.task_id, wait.message_name) not in delivered:
-            tx.add_message(name=wait.message_name, scope="", message_type="receive", status="cancelled",
-                           payload=None, correlation_keys=wait.correlation_keys, process_instance_id=row.id)
+            tx.add_message(wait.wait_id, name=wait.message_name, scope="", message_type="receive",
+                           status="cancelled", payload=None, correlation_keys=wait.correlation_keys,
+                           process_instance_id=row.id)
     return added

@@ -29,8 +29,8 @@ from . import console_views as cv
 from .access import CONSOLE_COOKIE, Route, action_of, check_access, check_request_bytes, is_a_key, key_is_valid, per_app
 from .errors import problem
 from .json_guard import dumps_text
-from .parsing import json_object_from, query
-from .routes import _error_handlers, _instance_number, _list_filter, _services, request_view
+from .parsing import instance_number, json_object_from, query
+from .routes import _error_handlers, _list_filter, _services, request_view
 from .schemas import InstanceListQuery, MessageListQuery
 from .state import state
 
@@ -145,7 +145,7 @@ async def instances() -> str:
 
 
 async def instance(instance_id: str) -> str:
-    number = _instance_number(instance_id)
+    number = instance_number(instance_id)
     st = state()
     reads = st.runtime.reads
     row, states = await reads.element_states(number)
@@ -262,7 +262,7 @@ async def _act(back: str, act: Callable[[], Any], done: str) -> Response:
 
 
 async def retry(instance_id: str) -> Response:
-    number = _instance_number(instance_id)
+    number = instance_number(instance_id)
 
     async def act() -> None:
         outcome = await _services().retry(number)
@@ -273,7 +273,7 @@ async def retry(instance_id: str) -> Response:
 
 
 async def complete_task(instance_id: str, task_guid: str) -> Response:
-    number = _instance_number(instance_id)
+    number = instance_number(instance_id)
     form = await request.form
     back = f"{_base()}/instances/{number}"
 

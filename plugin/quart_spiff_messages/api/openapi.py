@@ -30,6 +30,12 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
                               "description": "Message name; colons stand for slashes (group:message)."},
     "modified_process_id": {"type": "string", "maxLength": MAX_NAME_LENGTH, "pattern": f"^{_SEGMENT}(:{_SEGMENT})*$",
                             "description": "Process id; colons stand for slashes (group:process_id)."},
+    "modified_process_model_identifier": {"type": "string", "maxLength": MAX_NAME_LENGTH,
+                                          "pattern": f"^{_SEGMENT}(:{_SEGMENT})*$",
+                                          "description": "Process id; colons stand for slashes (group:process_id)."},
+    "modified_process_group_id": {"type": "string", "maxLength": MAX_NAME_LENGTH,
+                                  "pattern": f"^{_SEGMENT}(:{_SEGMENT})*$",
+                                  "description": "Process group; colons stand for slashes (orders:eu)."},
     "message_instance_uuid": {"type": "string", "pattern": schemas.UUID_PATTERN},
     "instance_id": {"type": "integer", "minimum": 1, "maximum": schemas.MAX_INT},
 }
@@ -89,13 +95,16 @@ SECTIONS: tuple[tuple[str, str], ...] = (
                           "instances, retry a failed one."),
     ("Tasks", "Read and complete the human tasks of an instance; complete a waiting service task (callback)."),
     ("Events", "The durable feed of what happened, for hosts that must not miss an event."),
+    ("Process models", "Spiff Arena's process models and groups, read from the catalog: what each process's page "
+                       "and the groups' pages show."),
     ("Catalog", "Reload the BPMN folder on every worker."),
     ("Spiff Arena", "What Spiff Arena's frontend asks before it shows a page: the status and the permissions."),
 )
 SECTION_OF_SEGMENT = {"messages": "Messages", "message-models": "Message models",
                       "all-message-models": "Message models", "process-instances": "Process instances",
                       "tasks": "Tasks", "events": "Events", "catalog": "Catalog", "status": "Spiff Arena",
-                      "permissions-check": "Spiff Arena"}
+                      "permissions-check": "Spiff Arena", "onboarding": "Spiff Arena",
+                      "process-models": "Process models", "process-groups": "Process models"}
 SECTION_OF_RULE = {"/messages/<modified_message_name>/process-model": "Message models"}
 DOCUMENT_TITLE = "quart-spiff-messages"
 OUR_BLUEPRINTS = ("spiff_messages",)  # the API blueprint (metrics, probes and the UI are not operations)

@@ -15,6 +15,7 @@ from quart import request
 
 from .. import errors as e
 from . import json_guard
+from .schemas import MAX_INT
 from .state import state
 
 M = TypeVar("M", bound=BaseModel)
@@ -88,3 +89,11 @@ async def body(model: type[M], what: str) -> M:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "body"
         raise e.InvalidRequest(f"{field}: {first['msg']}", field=field) from exc
+
+
+def instance_number(instance_id: str) -> int:
+    """An instance id from the path; anything that cannot be one is an instance that does not exist."""
+    number = int(instance_id) if instance_id.isascii() and instance_id.isdigit() else 0
+    if not 1 <= number <= MAX_INT:
+        raise e.InstanceNotFound(f"no process instance {instance_id!r}")
+    return number

@@ -32,20 +32,12 @@ from ..store import MessageFilter
 from . import errors, json_guard, schemas, shell, views
 from .access import ROUTES, Route, action_of, check_access, check_request_bytes, per_app, route
 from .openapi import problems
-from .parsing import body, json_object, query
+from .parsing import body, instance_number, json_object, query
 from .state import state
 
 
 def _ok(payload: Mapping[str, Any], status: int = 200) -> Response:
     return Response(json_guard.dumps(payload), status=status, content_type="application/json")
-
-
-def _instance_number(instance_id: str) -> int:
-    """An instance id from the path; anything that cannot be one is an instance that does not exist."""
-    number = int(instance_id) if instance_id.isascii() and instance_id.isdigit() else 0
-    if not 1 <= number <= schemas.MAX_INT:
-        raise e.InstanceNotFound(f"no process instance {instance_id!r}")
-    return number
 
 
 def _outcome(outcome: Outcome) -> Response:
@@ -238,24 +230,8 @@ async def start_process(modified_process_id: str) -> Response:
 @problems(400, 404)
 async def show_instance(instance_id: str) -> Response:
     """An instance: status, current data, and the messages it waits for with their correlation values."""
-    view = await state().runtime.reads.instance_view(_instance_number(instance_id))
+    view = await state().runtime.reads.instance_view(instance_number(instance_id))
     return _ok({"process_instance": views.instance_view_json(view)})
-
-
-@route("GET", "/process-instances/<modified_process_model_identifier>/<instance_id>", "read_process_instance",
-       path_error=(e.InstanceNotFound, "instance_id"))
-@document_response(schemas.ArenaInstanceOut, 200)
-@problems(400, 404)
-async def show_instance_of_model(modified_process_model_identifier: str, instance_id: str) -> Response:
-    """An instance by Spiff Arena's path: the process (colons for slashes) and the id; the instance itself, not
-    wrapped. `404 process_instance_not_found` when the instance is not of that process."""
-    scoped = parse_process_id(modified_process_model_identifier, field="modified_process_model_identifier")
-    reads = state().runtime.reads
-    view = await reads.instance_view(_instance_number(instance_id))
-    if view.instance.process_key != scoped.key:
-        raise e.InstanceNotFound(f"process instance {view.instance.id} is not of process {scoped.key!r}")
-    return _ok({**views.instance_view_json(view), "process_model_display_name":
-                reads.display_name(view.instance.process_key, view.instance.process_id)})
 
 
 @route("GET", "/process-instances", "list_process_instances")
@@ -278,7 +254,7 @@ async def list_instances() -> Response:
 async def read_task(process_instance_id: str, task_guid: str) -> Response:
     """A task of an instance (Spiff Arena's task view): element id, name, type, state, data, its extension
     properties and form references. `task_guid` is the task's guid, or its element id."""
-    task = await state().runtime.tasks.task(_instance_number(process_instance_id), task_guid)
+    task = await state().runtime.tasks.task(instance_number(process_instance_id), task_guid)
     return _ok(task.as_json())
 
 
@@ -290,7 +266,7 @@ async def read_task(process_instance_id: str, task_guid: str) -> Response:
 async def complete_task(process_instance_id: str, task_guid: str) -> Response:
     """Complete a READY user, manual or plain task; the body (a JSON object) is merged into its data and the
     instance runs on to its next wait. `409 task_not_ready` when the task is not READY (a second completion)."""
-    number = _instance_number(process_instance_id)
+    number = instance_number(process_instance_id)
     data = await json_object("task data", "data", required=False)
     return _outcome(await state().runtime.tasks.complete_task(number, task_guid, data))
 
@@ -304,7 +280,7 @@ async def service_callback(process_instance_id: str, task_guid: str) -> Response
     """Complete a waiting service task with its result (Spiff Arena's callback for long-running work): the body
     (a JSON object) goes to the task's result variable and the instance runs on. `409 service_task_not_waiting`
     when the task waits for no result (a second callback); `404` for an unknown instance or task."""
-    number = _instance_number(process_instance_id)
+    number = instance_number(process_instance_id)
     result = await json_object("service result", "result", required=False)
     return _outcome(await _services().complete(number, task_guid, result))
 
@@ -316,7 +292,7 @@ async def service_callback(process_instance_id: str, task_guid: str) -> Response
 async def retry_instance(instance_id: str) -> Response:
     """Run the failed task of an instance in `error` again, on the current spec of its process (reload a fixed
     folder first, or fix the service handler). `409 process_instance_not_in_error` otherwise."""
-    return _outcome(await _services().retry(_instance_number(instance_id)))
+    return _outcome(await _services().retry(instance_number(instance_id)))
 
 
 def _services() -> Services:
@@ -375,7 +351,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
     if settings.cors_origins:
         quart_cors.cors(bp, allow_origin=list(settings.cors_origins),
                         allow_credentials="*" not in settings.cors_origins,
-                        allow_headers=["Authorization", "Content-Type", "SpiffWorkflow-Api-Key"],
+                        allow_headers=list(settings.cors_headers),
                         expose_headers=["Retry-After", "WWW-Authenticate"], max_age=600)
     _error_handlers(bp)
     return bp

@@ -95,7 +95,10 @@ class MessageInstanceOut(BaseModel):
     process_instance_id: int | None = None
     counterpart_id: int | None = None
     message_instance_uuid: str | None = None
-    failure_cause: str | None = None
+    failure_cause: str | None = Field(None, description="Why the message failed or was not accepted.")
+    cancellation_reason: str | None = Field(
+        None, description="Why a `cancelled` row was cancelled: `expired`, `cancelled by request`, or null for a "
+                          "wait that ended without its message (never a failure: `failure_cause` stays null).")
     expires_at_in_seconds: int | None = None
     created_at_in_seconds: int | None = None
     updated_at_in_seconds: int | None = None

@@ -1,8 +1,9 @@
 """What Spiff Arena's frontend asks before it shows a page: ``GET /status`` and ``POST /permissions-check``; and
 the answer to a path or method the API does not have (problem+json, never an HTML page).
 
-The permissions check answers with the host app's ``authorize(request, action)`` hook, asked about the action the
-route at each URI declares, after the API key: what it says is allowed is what a request would be allowed.
+The permissions check answers with the host app's ``authorize(request, action)`` hook, asked about the action of
+each URI by its Arena meaning (:mod:`.arena_paths`: Arena's paths we serve, and those we do not, answered false),
+else the action the route of ours at that URI declares: what it says is allowed is what a request would be allowed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from werkzeug.routing import RequestRedirect
 from .. import errors as e
 from . import json_guard, schemas
 from .access import Route, action_of, hook_allows, key_is_valid
+from .arena_paths import arena_action
 from .openapi import problems
 from .parsing import body
 from .state import state
@@ -40,8 +42,9 @@ async def status() -> Response:
 @document_response(schemas.PermissionsCheckOut, 200)
 @problems(400, 413)
 async def permissions_check() -> Response:
-    """For each URI and method, whether this request's credentials may call it: the action of the route there,
-    asked of the host app's `authorize` hook (false for a path or method the API does not have)."""
+    """For each URI and method, whether this request's credentials may call it: the action of that path by its
+    Spiff Arena meaning (false for Arena's paths this API does not serve), else of the route there, asked of the
+    host app's `authorize` hook (false for a path or method the API does not have)."""
     wanted = await body(schemas.PermissionsCheckIn, "permissions check")
     results: dict[str, dict[str, bool]] = {}
     for uri, methods in wanted.requests_to_check.items():
@@ -53,9 +56,14 @@ async def permissions_check() -> Response:
 
 
 def _action_at(uri: str, method: str) -> str | None:
-    """The action the API's route at ``uri`` declares for ``method`` (the URL prefix may be left out)."""
+    """The action of ``uri`` for ``method``: by Arena's meaning when it is one of Arena's paths, else the one the
+    API's route there declares (the URL prefix may be left out)."""
     path = urlsplit(uri).path or "/"
     prefix = state().settings.url_prefix
+    below = path[len(prefix):] if prefix and (path == prefix or path.startswith(prefix + "/")) else path
+    decided, action = arena_action(below or "/", method)
+    if decided:
+        return action
     adapter = current_app.url_map.bind("localhost")
     for candidate in dict.fromkeys([path, prefix + path if not path.startswith(prefix + "/") else path]):
         try:

@@ -31,7 +31,9 @@ def message_json(row: MessageRecord, process_key: str | None = None,
         "process_instance_id": row.process_instance_id,
         "counterpart_id": row.counterpart_id,
         "message_instance_uuid": row.message_instance_uuid,
-        "failure_cause": row.failure_cause,
+        # why a row was cancelled is no failure (Arena marks every row with a failure_cause as an error)
+        "failure_cause": None if row.status == "cancelled" else row.failure_cause,
+        "cancellation_reason": row.failure_cause if row.status == "cancelled" else None,
         "expires_at_in_seconds": None if row.expires_at is None else math.ceil(row.expires_at),
         "created_at_in_seconds": _secs(row.created_at),
         "updated_at_in_seconds": _secs(row.updated_at),
@@ -44,7 +46,7 @@ def message_summary(row: MessageRecord) -> dict[str, Any]:
     """The short form Spiff Arena answers with a buffered message."""
     full = message_json(row)
     keys = ("id", "name", "message_type", "status", "message_instance_uuid", "expires_at_in_seconds",
-            "counterpart_id", "failure_cause")
+            "counterpart_id", "failure_cause", "cancellation_reason")
     return {k: full[k] for k in keys}
 
 

@@ -309,6 +309,7 @@ class Tx:
         self.outbox: list[int] = []
         self.events: list[Event] = []
         self.next_due: float | None = None
+        self._next_id: int | None = None  # SQLite: the next id of the space messages and waits share
 
     @property
     def conn(self) -> Connection:
@@ -402,18 +403,24 @@ class Tx:
             deleted = self.conn.execute(sql.DELETE_WAITS, {"instance_id": instance_id})
         still = {(w.task_id, w.message_name) for w in waits}
         ended: dict[tuple[str, str], dict[str, Any]] = {}
-        for task_id, name, key, values in deleted:
+        first: dict[tuple[str, str], int] = {}
+        for task_id, name, key, values, row_id in deleted:
             if (task_id, name) not in still:
-                keys = ended.setdefault((str(task_id), str(name)), {})
+                wait = (str(task_id), str(name))
+                keys = ended.setdefault(wait, {})
+                first[wait] = min(first.get(wait, row_id), row_id)
                 if key:
                     keys[str(key)] = json.loads(values)
-        gone = [EndedWait(t, n, keys) for (t, n), keys in ended.items()]
+        gone = [EndedWait(t, n, keys, first[(t, n)]) for (t, n), keys in ended.items()]
         if not wanted:
             return [], gone
         rows = [{"process_instance_id": instance_id, "message_name": w.message_name, "group_path": group_path(group),
                  "key_name": k[2], "values_digest": k[3], "values_json": w.key.canonical if w.key else "",
                  "task_id": w.task_id, "element_id": w.element_id, "created_at": self.now}
                 for k, w in wanted.items()]
+        ids = self.fresh_ids(len(rows))
+        if ids is not None:
+            rows = [{**r, "id": i} for r, i in zip(rows, ids, strict=True)]
         added = self.conn.execute(sql.insert_waits(self.store.dialect), rows).all()
         return [wanted[(t, m, k, d)] for t, m, k, d in added], gone
 
@@ -576,16 +583,38 @@ class Tx:
         values.update(fields, created_at=self.now, updated_at=self.now)
         return MessageRecord(id=None, **values)
 
-    def save_message(self, row: MessageRecord) -> MessageRecord:
-        """Write a drafted message now (its id is needed); a written one is returned unchanged."""
+    def save_message(self, row: MessageRecord, with_id: int | None = None) -> MessageRecord:
+        """Write a drafted message now (its id is needed); a written one is returned unchanged. ``with_id``: the
+        id of the wait the row ends (a receive row keeps the id its wait was listed with)."""
         if row.id is not None:
             return row
         values = {c: getattr(row, c) for c in sql.MESSAGE_COLUMNS}
+        if with_id is None:
+            fresh = self.fresh_ids(1)
+            with_id = fresh[0] if fresh is not None else None
+        if with_id is not None:
+            values["id"] = with_id
         return dataclasses.replace(row, id=int(self.conn.execute(sql.INSERT_MESSAGE, values).scalar_one()))
 
-    def add_message(self, **fields: Any) -> MessageRecord:
+    def add_message(self, with_id: int | None = None, **fields: Any) -> MessageRecord:
         """Draft and write a message at once."""
-        return self.save_message(self.draft_message(**fields))
+        return self.save_message(self.draft_message(**fields), with_id)
+
+    def wait_id(self, instance_id: int, task_id: str, message_name: str) -> int | None:
+        """The id a wait is listed with (its first index row's), while it is indexed."""
+        found = self.conn.execute(sql.WAIT_ID, {"instance_id": instance_id, "task_id": task_id,
+                                                "name": message_name}).scalar_one_or_none()
+        return int(found) if found is not None else None
+
+    def fresh_ids(self, count: int) -> list[int] | None:
+        """``count`` new ids of the space messages and waits share (:mod:`.ids`), on SQLite; None on PostgreSQL,
+        where both tables draw them from one sequence by default."""
+        if self.store.dialect == "postgresql":
+            return None
+        if self._next_id is None:  # SQLite's single writer holds the database for the whole transaction
+            self._next_id = int(self.conn.execute(sql.LAST_ID).scalar_one()) + 1
+        start, self._next_id = self._next_id, self._next_id + count
+        return list(range(start, start + count))
 
     def update_message(self, row: MessageRecord, **changes: Any) -> MessageRecord:
         """Change a message: written at once if the row exists, kept in the draft otherwise."""

@@ -3,9 +3,10 @@
 A catch an instance waits at is listed as a ``receive`` row with status ``ready`` and the correlation keys it
 waits for, as Spiff Arena lists its waiting receivers. It is read from the subscription index at the moment of
 the query, not written as a row: a wait is indexed once already, and a second copy could disagree with it. Such
-a row's ``id`` is the negative of its first subscription row's id (stable while it waits, never a stored
-message's id). On delivery the wait leaves the index and the stored ``receive`` row (``completed``) takes its
-place; a wait that ends otherwise is stored as a ``cancelled`` receive row (:mod:`.receivers`).
+a row's ``id`` is its first subscription row's id: messages and subscription rows take their ids from one space
+(one sequence on PostgreSQL, :meth:`Tx.fresh_ids` on SQLite), so it is never a stored message's id. On delivery
+the wait leaves the index and the stored ``receive`` row (``completed``) takes its place with the same id; a wait
+that ends otherwise is stored as a ``cancelled`` receive row, with the same id too (:mod:`.receivers`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, tuple_, union_all
+from sqlalchemy import func, literal, select, tuple_, union_all
 
 from ..names import group_path
 from . import statements as sql
@@ -55,18 +56,18 @@ def _message_ids(flt: MessageFilter) -> Any:
         cond.append(M.c.created_at >= flt.created_after)
     if flt.created_before is not None:
         cond.append(M.c.created_at <= flt.created_before)
-    stmt = select(M.c.id.label("id"), M.c.created_at.label("created_at"))
+    stmt = select(M.c.id.label("id"), M.c.created_at.label("created_at"), literal(0).label("waiting"))
     if flt.process_model_identifier is not None:
         stmt = stmt.join(P, P.c.id == M.c.process_instance_id).where(P.c.process_key == flt.process_model_identifier)
     return stmt.where(*cond)
 
 
 def _wait_ids(flt: MessageFilter) -> Any | None:
-    """One row per waiting catch (instance, task, message name): its negative id and when it began to wait."""
+    """One row per waiting catch (instance, task, message name): its id and when it began to wait."""
     if not (_wants(flt.statuses, "ready") and _wants(flt.message_types, "receive")):
         return None
     created = func.min(S.c.created_at)
-    stmt = select((-func.min(S.c.id)).label("id"), created.label("created_at"))
+    stmt = select(func.min(S.c.id).label("id"), created.label("created_at"), literal(1).label("waiting"))
     if flt.process_model_identifier is not None:
         stmt = stmt.join(P, P.c.id == S.c.process_instance_id).where(P.c.process_key == flt.process_model_identifier)
     if flt.name:
@@ -82,20 +83,19 @@ def _wait_ids(flt: MessageFilter) -> Any | None:
 
 
 def list_messages(tx: Tx, flt: MessageFilter, page: int, per_page: int) -> Page[ListedMessage]:
-    """Messages and waiting receivers matching ``flt``, newest first (then by id, descending: a wait's id is
-    negative, so its magnitude orders it among other waits)."""
+    """Messages and waiting receivers matching ``flt``, newest first (then by id, descending)."""
     parts = [_message_ids(flt)]
     waits = _wait_ids(flt)
     if waits is not None:
         parts.append(waits)
     both = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
     total = tx.conn.execute(select(func.count()).select_from(both)).scalar_one()
-    ids = [int(i) for i in tx.conn.execute(
-        select(both.c.id).order_by(both.c.created_at.desc(), func.abs(both.c.id).desc(), both.c.id.desc())
-        .offset((page - 1) * per_page).limit(per_page)).scalars()]
-    stored = {r.id: r for r in _stored(tx, [i for i in ids if i > 0])}
-    waiting = _waiting(tx, [-i for i in ids if i < 0])
-    found = [stored.get(i) if i > 0 else waiting.get(-i) for i in ids]
+    ids = [(int(i), bool(w)) for i, w in tx.conn.execute(
+        select(both.c.id, both.c.waiting).order_by(both.c.created_at.desc(), both.c.id.desc())
+        .offset((page - 1) * per_page).limit(per_page))]
+    stored = {r.id: r for r in _stored(tx, [i for i, w in ids if not w])}
+    waiting = _waiting(tx, [i for i, w in ids if w])
+    found = [waiting.get(i) if w else stored.get(i) for i, w in ids]
     rows = [r for r in found if r is not None]  # (a row purged between the two reads is left out)
     processes = _processes(tx, {r.process_instance_id for r in rows if r.process_instance_id is not None})
     return Page([ListedMessage(r, *processes.get(r.process_instance_id or 0, (None, None))) for r in rows],
@@ -128,7 +128,7 @@ def _waiting(tx: Tx, first_ids: list[int]) -> dict[int, MessageRecord]:
     out = {}
     for (instance_id, _task, name), head in waits.items():
         out[head] = MessageRecord(
-            id=-head, name=name, scope="", message_type="receive", status="ready", payload=None,
+            id=head, name=name, scope="", message_type="receive", status="ready", payload=None,
             correlation_keys=keys.get(head, {}), process_instance_id=instance_id, counterpart_id=None,
             message_instance_uuid=None, failure_cause=None, expires_at=None, created_at=created[head],
             updated_at=created[head])

@@ -73,6 +73,7 @@ class EndedWait:
     task_id: str
     message_name: str
     correlation_keys: dict[str, Any]
+    wait_id: int | None = None  # the id it was listed with while it waited: its receive row takes it
 
 
 @dataclass(frozen=True)

@@ -60,14 +60,22 @@ SAVE_INSTANCE = (update(INSTANCES).where(INSTANCES.c.id == bindparam("_id"))
                  .values(state=bindparam("state"), status=bindparam("status"),
                          correlations=bindparam("correlations"), error=bindparam("error"),
                          updated_at=bindparam("updated_at")))
-# what a deleted wait was (a wait that ends becomes a receive row with the keys it expected)
-_ENDED = (SUBSCRIPTIONS.c.task_id, SUBSCRIPTIONS.c.message_name, SUBSCRIPTIONS.c.key_name, SUBSCRIPTIONS.c.values_json)
+# what a deleted wait was (a wait that ends becomes a receive row with the keys it expected, and the wait's id)
+_ENDED = (SUBSCRIPTIONS.c.task_id, SUBSCRIPTIONS.c.message_name, SUBSCRIPTIONS.c.key_name, SUBSCRIPTIONS.c.values_json,
+          SUBSCRIPTIONS.c.id)
 DELETE_WAITS = (delete(SUBSCRIPTIONS).where(SUBSCRIPTIONS.c.process_instance_id == bindparam("instance_id"))
                 .returning(*_ENDED))
 DELETE_OTHER_WAITS = (delete(SUBSCRIPTIONS).where(
     SUBSCRIPTIONS.c.process_instance_id == bindparam("instance_id"),
     tuple_(SUBSCRIPTIONS.c.task_id, SUBSCRIPTIONS.c.message_name, SUBSCRIPTIONS.c.key_name,
            SUBSCRIPTIONS.c.values_digest).not_in(bindparam("keep", expanding=True))).returning(*_ENDED))
+
+# One id space for messages and waits (see :mod:`.ids`): a wait's id is its first subscription row's
+WAIT_ID = select(func.min(SUBSCRIPTIONS.c.id)).where(
+    SUBSCRIPTIONS.c.process_instance_id == bindparam("instance_id"), SUBSCRIPTIONS.c.task_id == bindparam("task_id"),
+    SUBSCRIPTIONS.c.message_name == bindparam("name"))
+LAST_ID = select(func.max(func.coalesce(select(func.max(MESSAGES.c.id)).scalar_subquery(), 0),
+                          func.coalesce(select(func.max(SUBSCRIPTIONS.c.id)).scalar_subquery(), 0)))
 
 DELETE_TIMERS = delete(TIMERS).where(TIMERS.c.process_instance_id == bindparam("instance_id"))
 DELETE_OTHER_TIMERS = DELETE_TIMERS.where(
