@@ -46,6 +46,8 @@ class Settings:
     service_lease_seconds: float = 30.0  # a claimed call's lease, renewed while its handler runs
     service_handlers: str = ""  # "module:name" of a mapping operator id -> handler ("*": every other operator)
     cors_origins: tuple[str, ...] = ()  # empty: no CORS headers (same-origin only)
+    route_queued: bool = True  # this worker's work loop routes messages accepted asynchronously
+    queue_batch: int = 20  # queued messages routed per transaction
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> Settings:
@@ -103,6 +105,8 @@ class Settings:
             service_backoff_seconds=_number("SERVICE_BACKOFF_SECONDS", get("SERVICE_BACKOFF_SECONDS", 1.0)),
             service_lease_seconds=_positive("SERVICE_LEASE_SECONDS", get("SERVICE_LEASE_SECONDS", 30.0)),
             service_handlers=str(get("SERVICE_HANDLERS", "")),
+            route_queued=_bool(get("ROUTE_QUEUED", True)),
+            queue_batch=max(1, int(_number("QUEUE_BATCH", get("QUEUE_BATCH", 20)))),
         )
 
 

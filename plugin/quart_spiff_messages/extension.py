@@ -39,6 +39,8 @@ from .timers import Alarm
 
 log = logging.getLogger("quart_spiff_messages")
 F = TypeVar("F", bound=Callable[..., Any])
+# Queued messages routed per turn of the work loop before timers and service calls get theirs.
+QUEUE_ROUND = 1000
 
 __all__ = ["EXTENSION_KEY", "Authorize", "Reloaded", "SpiffMessages"]
 
@@ -226,17 +228,22 @@ class SpiffMessages:
         state.sweeper = loop.create_task(self._sweep_forever(state))
         alarm = state.alarm = Alarm(state.clock, state.settings.timer_interval_seconds or 1.0)
         store.on_due = alarm.due
+        state._runtime.router.on_queued = alarm.ring
         if isinstance(self.clock, ManualClock):
             self.clock.listeners.append(alarm.ring)
         state.work_loop = loop.create_task(self._work_forever(state, services, alarm))
 
     async def _work_forever(self, state: _AppState, services: Services, alarm: Alarm) -> None:
-        """Fire due timers and call due service handlers while the app serves: at each nearest due time, at once
-        when this worker commits something due sooner, and at least every interval (what other workers wrote)."""
+        """Route queued messages, fire due timers and call due service handlers while the app serves: at each
+        nearest due time, at once when this worker commits something due sooner or queues a message, and at least
+        every interval (what other workers wrote)."""
         timers = state.settings.timer_interval_seconds > 0  # 0: this worker fires no timers
         while True:
             next_due = None
             try:
+                if state.settings.route_queued and await state.runtime.queued.route_all(
+                        state.settings.queue_batch, QUEUE_ROUND) >= QUEUE_ROUND:
+                    alarm.ring()  # more are queued: the next round comes right after the timers
                 if timers:
                     await state.runtime.timers.fire_due()
                 await services.dispatch_due()

@@ -8,11 +8,12 @@ nothing above it sees a SQLAlchemy object or error. Rows are written only throug
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import json
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -329,6 +330,19 @@ class Tx:
             fn = "pg_advisory_xact_lock" if excl else "pg_advisory_xact_lock_shared"
             self.conn.execute(text(f"SELECT {fn}(hashtextextended(:k, 0))"), {"k": key})
 
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A unit of work inside the transaction that is rolled back alone when it raises (its outbox entries,
+        events and due times with it); the transaction goes on."""
+        marks = len(self.outbox), len(self.events), self.next_due
+        try:
+            with self.session.begin_nested():
+                yield
+        except BaseException:
+            del self.outbox[marks[0]:], self.events[marks[1]:]
+            self.next_due = marks[2]
+            raise
+
     # -- specs --------------------------------------------------------------------------------------------------
     def spec(self, process_key: str, version: str) -> str | None:
         found = self.conn.execute(sql.SELECT_SPEC, {"key": process_key, "version": version}).scalar_one_or_none()
@@ -597,6 +611,24 @@ class Tx:
     def message(self, message_id: int) -> MessageRecord | None:
         found = self.conn.execute(sql.SELECT_MESSAGE, {"id": message_id}).mappings().first()
         return record(MessageRecord, found) if found is not None else None
+
+    # -- the queue of messages accepted asynchronously ------------------------------------------------------------
+    def enqueue(self, message_id: int, order_key: str | None) -> None:
+        """Queue a written message for the work loop (``order_key``: its arrival order is kept per key)."""
+        self.conn.execute(sql.INSERT_QUEUED, {"message_instance_id": message_id, "order_key": order_key,
+                                              "created_at": self.now})
+
+    def claim_queued(self, limit: int) -> list[int]:
+        """Up to ``limit`` queued messages to route now, oldest first: the oldest of each order key only, none
+        another transaction is routing (PostgreSQL, locked until commit; SQLite's one writer serializes)."""
+        stmt = sql.CLAIM_QUEUE_HEADS if self.store.dialect == "postgresql" else sql.QUEUE_HEADS
+        return [int(i) for i in self.conn.execute(stmt, {"limit": limit}).scalars()]
+
+    def dequeue(self, message_id: int) -> None:
+        self.conn.execute(sql.DELETE_QUEUED, {"id": message_id})
+
+    def queued_count(self) -> int:
+        return int(self.conn.execute(select(func.count()).select_from(sql.QUEUE)).scalar_one())
 
     def message_by_uuid(self, key: str) -> MessageRecord | None:
         found = self.conn.execute(select(M).where(M.c.message_instance_uuid == key)).mappings().first()
