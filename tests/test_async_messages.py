@@ -8,6 +8,7 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +80,23 @@ async def test_async_message_nobody_takes_is_refused_or_buffered_when_routed(cli
     assert (await resp.get_json())["error_code"] == "message_not_found"
 
 
-async def send_pairs(url: str, keys: list[str], clients: int) -> dict[str, int]:
+async def send_pairs(url: str, keys: list[str], clients: int, kill: Callable[[], None] | None = None,
+                     kill_after: int = 0) -> dict[str, int]:
     """For each key, an asynchronous ``order_received`` then ``payment_received``, from ``clients`` clients;
-    the status of each answer (0: none, the connection was cut)."""
+    the status of each answer (0: none, the connection was cut). ``kill`` is called once ``kill_after`` answers
+    came back."""
     queue = list(reversed(keys))
     answers: dict[str, int] = {}
+    killed = False
 
     async def client() -> None:
+        nonlocal killed
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             while queue:
                 key = queue.pop()
+                if kill is not None and not killed and len(answers) >= kill_after:
+                    killed = True
+                    kill()
                 for name, payload in (("order_received", {"order_id": key}),
                                       ("payment_received", {"order_id": key, "amount": 1})):
                     try:
@@ -169,10 +177,7 @@ async def test_a_worker_killed_between_accept_and_routing_loses_nothing(database
     try:
         # the queue the killed server left is routed by this one's loops; meanwhile a burst, and a kill in it
         victim = worker_pids(server.proc.pid)[0]
-        sending = asyncio.ensure_future(send_pairs(server.url, more, 8))
-        await asyncio.sleep(1.0)
-        os.kill(victim, signal.SIGKILL)
-        answers = await sending
+        answers = await send_pairs(server.url, more, 8, lambda: os.kill(victim, signal.SIGKILL), 150)
     finally:
         server.stop()
     assert set(answers.values()) <= {0, 202}, answers  # cut connections, never a 4xx or a 500

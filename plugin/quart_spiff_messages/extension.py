@@ -32,6 +32,7 @@ from .config import Settings
 from .engine import Engine, HumanTask
 from .events import Event
 from .outcomes import Outcome
+from .queued import Wake
 from .runtime import Runtime
 from .services import DEFAULT_KEY, Handler, Services, load_handlers
 from .store import MessageRecord, Store
@@ -39,7 +40,7 @@ from .timers import Alarm
 
 log = logging.getLogger("quart_spiff_messages")
 F = TypeVar("F", bound=Callable[..., Any])
-# Queued messages routed per turn of the work loop before timers and service calls get theirs.
+# Queued messages routed per turn of the routing loop (then it looks at the queue again at once).
 QUEUE_ROUND = 1000
 
 __all__ = ["EXTENSION_KEY", "Authorize", "Reloaded", "SpiffMessages"]
@@ -58,6 +59,7 @@ class _AppState:
     services: Services | None = None  # calls the host's service handlers (while the app serves)
     sweeper: asyncio.Task[None] | None = None
     work_loop: asyncio.Task[None] | None = None  # timers and service calls
+    route_loop: asyncio.Task[None] | None = None  # messages accepted asynchronously
     alarm: Alarm | None = None
     generation: int = 0  # the catalog generation this process has loaded
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -228,22 +230,34 @@ class SpiffMessages:
         state.sweeper = loop.create_task(self._sweep_forever(state))
         alarm = state.alarm = Alarm(state.clock, state.settings.timer_interval_seconds or 1.0)
         store.on_due = alarm.due
-        state._runtime.router.on_queued = alarm.ring
         if isinstance(self.clock, ManualClock):
             self.clock.listeners.append(alarm.ring)
         state.work_loop = loop.create_task(self._work_forever(state, services, alarm))
+        if state.settings.route_queued:
+            wake = Wake()
+            state._runtime.router.on_queued = wake.ring
+            state.route_loop = loop.create_task(self._route_forever(state, wake))
+
+    async def _route_forever(self, state: _AppState, wake: Wake) -> None:
+        """Route the messages accepted asynchronously while the app serves: at once when this worker queues one,
+        and at least every timer interval (what other workers queued or left behind)."""
+        interval = state.settings.timer_interval_seconds or 1.0
+        while True:
+            try:
+                await state.runtime.queued.route_all(state.settings.queue_batch, QUEUE_ROUND)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("routing queued messages failed; retrying")
+            await wake.sleep(interval)
 
     async def _work_forever(self, state: _AppState, services: Services, alarm: Alarm) -> None:
-        """Route queued messages, fire due timers and call due service handlers while the app serves: at each
-        nearest due time, at once when this worker commits something due sooner or queues a message, and at least
-        every interval (what other workers wrote)."""
+        """Fire due timers and call due service handlers while the app serves: at each nearest due time, at once
+        when this worker commits something due sooner, and at least every interval (what other workers wrote)."""
         timers = state.settings.timer_interval_seconds > 0  # 0: this worker fires no timers
         while True:
             next_due = None
             try:
-                if state.settings.route_queued and await state.runtime.queued.route_all(
-                        state.settings.queue_batch, QUEUE_ROUND) >= QUEUE_ROUND:
-                    alarm.ring()  # more are queued: the next round comes right after the timers
                 if timers:
                     await state.runtime.timers.fire_due()
                 await services.dispatch_due()
@@ -273,12 +287,12 @@ class SpiffMessages:
 
     async def _stop(self, app: Quart) -> None:
         state: _AppState = app.extensions[EXTENSION_KEY]
-        for task in (state.sweeper, state.work_loop):
+        for task in (state.sweeper, state.work_loop, state.route_loop):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        state.sweeper = state.work_loop = None
+        state.sweeper = state.work_loop = state.route_loop = None
         if state.alarm is not None and isinstance(self.clock, ManualClock) \
                 and state.alarm.ring in self.clock.listeners:
             self.clock.listeners.remove(state.alarm.ring)

@@ -10,6 +10,8 @@ commit leaves the row for the next round (this worker's after a restart, or anot
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from .names import ScopedName
@@ -17,6 +19,8 @@ from .router import Router
 from .store import Busy, Tx, fault
 
 log = logging.getLogger("quart_spiff_messages")
+# The longest a round of routing waits for the accepts under way (under a flood it goes on anyway).
+ACCEPTS_FIRST_SECONDS = 0.05
 
 
 class Queued:
@@ -25,10 +29,15 @@ class Queued:
         self.store = router.store
 
     async def route_all(self, batch: int, limit: int) -> int:
-        """Rounds of :meth:`route_round` until the queue is empty or ``limit`` messages were routed."""
+        """Rounds of :meth:`route_round` until the queue is empty or ``limit`` messages were routed; each round
+        waits for this worker's accepts under way (up to :data:`ACCEPTS_FIRST_SECONDS`) and is a single message
+        while some are, so a burst is answered first and routed right behind it, in full batches."""
         done = 0
         while done < limit:
-            routed = await self.route_round(batch)
+            accepts = self.router.accepts
+            await accepts.let_pass(ACCEPTS_FIRST_SECONDS)
+            # a round holds SQLite's one writer: while accepts keep coming it is one message, so none waits long
+            routed = await self.route_round(1 if accepts.busy() else batch)
             if not routed:
                 break
             done += routed
@@ -84,3 +93,19 @@ class Queued:
     async def pending(self) -> int:
         """How many accepted messages wait to be routed."""
         return await self.store.read(lambda tx: tx.queued_count())
+
+
+class Wake:
+    """Wakes the routing loop when this worker queued a message; a wake while it routes is not lost (its next
+    sleep returns at once)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def ring(self) -> None:
+        self._event.set()
+
+    async def sleep(self, longest: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._event.wait(), longest)
+        self._event.clear()

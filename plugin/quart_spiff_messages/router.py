@@ -8,11 +8,14 @@ transaction; what the instance it reached threw is routed right after the commit
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import math
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from . import metrics, refusals
@@ -65,6 +68,36 @@ def normalize_uuid(value: str) -> str:
     return lowered
 
 
+class Accepts:
+    """The asynchronous accepts of this worker: the routing loop lets a burst of them go first (an accept is one
+    short transaction; a round of routing holds SQLite's writer and the GIL for much longer)."""
+
+    QUIET_SECONDS = 0.005  # no accept began for this long: the burst is over
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.last_began = -math.inf
+
+    @contextlib.contextmanager
+    def one(self) -> Iterator[None]:
+        self.in_flight += 1
+        self.last_began = time.monotonic()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+    def busy(self) -> bool:
+        return bool(self.in_flight) or time.monotonic() - self.last_began < self.QUIET_SECONDS
+
+    async def let_pass(self, longest: float) -> None:
+        """Wait until no accept is under way or began just now, ``longest`` seconds at most (under a flood
+        routing must go on too)."""
+        deadline = time.monotonic() + longest
+        while self.busy() and time.monotonic() < deadline:  # a quiet period is a time: polled  # noqa: ASYNC110
+            await asyncio.sleep(self.QUIET_SECONDS)
+
+
 class Router:
     def __init__(self, catalog: Catalog, core: Core, store: Store, max_ttl_seconds: int = 300) -> None:
         self.catalog = catalog
@@ -77,6 +110,7 @@ class Router:
         self.unflushed: set[int] = set()
         # called after a message was queued (execution_mode=asynchronous): wakes this worker's work loop
         self.on_queued: Callable[[], None] | None = None
+        self.accepts = Accepts()
 
     # -- entry points -------------------------------------------------------------------------------------------
     async def send_message(self, modified_name: str, payload: Mapping[str, Any], *, ttl: int = 0,
@@ -133,7 +167,11 @@ class Router:
             return Outcome("accepted", msg)
 
         try:
-            done = await self.transact(accept if asynchronous else attempt)
+            if asynchronous:
+                with self.accepts.one():
+                    done = await self.transact(accept)
+            else:
+                done = await self.transact(attempt)
         except AlreadyExists:
             # Another request inserted the same message_instance_uuid first: answer with its outcome.
             replay = await self.replay.outcome(key, scoped, payload) if key is not None else None

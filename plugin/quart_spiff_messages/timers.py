@@ -173,7 +173,6 @@ class Alarm:
         self.interval = interval
         self._event = asyncio.Event()
         self._wake_at = math.inf
-        self._rung = False  # rung while the loop was at work: its next sleep returns at once
 
     def due(self, when: float) -> None:
         """A commit wrote a timer due at ``when`` (``Store.on_due``)."""
@@ -181,15 +180,11 @@ class Alarm:
             self._event.set()
 
     def ring(self) -> None:
-        """Wake now (the clock was moved, a message was queued), or skip the next sleep if not asleep."""
-        self._rung = True
+        """Wake now (the clock was moved)."""
         self._event.set()
 
     async def sleep(self, next_due: float | None) -> None:
         """Sleep until ``next_due`` (or the interval), or until woken."""
-        if self._rung:
-            self._rung = False
-            return
         now = self.clock()
         delay = self.interval if next_due is None else min(self.interval, max(0.0, next_due - now))
         self._wake_at = now + delay
@@ -200,4 +195,3 @@ class Alarm:
             pass
         finally:
             self._wake_at = math.inf
-            self._rung = False
