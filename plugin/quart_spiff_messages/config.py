@@ -48,6 +48,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()  # empty: no CORS headers (same-origin only)
     route_queued: bool = True  # this worker's work loop routes messages accepted asynchronously
     queue_batch: int = 20  # queued messages routed per transaction
+    warm_instances: int = 128  # deserialized workflows kept between their transactions (0: none)
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> Settings:
@@ -107,6 +108,7 @@ class Settings:
             service_handlers=str(get("SERVICE_HANDLERS", "")),
             route_queued=_bool(get("ROUTE_QUEUED", True)),
             queue_batch=max(1, int(_number("QUEUE_BATCH", get("QUEUE_BATCH", 20)))),
+            warm_instances=int(_number("WARM_INSTANCES", get("WARM_INSTANCES", 128))),
         )
 
 

@@ -209,7 +209,7 @@ class SpiffMessages:
         try:
             await store.upgrade()
             engine = Engine(correlate_from_data=state.settings.correlate_from_data,
-                            script_functions=self.script_functions)
+                            script_functions=self.script_functions, warm_instances=state.settings.warm_instances)
             await _save_specs(store, engine, catalog)
             state.generation = await store.read(lambda tx: tx.catalog_generation())
             state.reload_lock = asyncio.Lock()  # this serving loop's own

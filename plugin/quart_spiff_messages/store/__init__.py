@@ -199,30 +199,37 @@ class Store:
             await self.engine.dispose()
 
     async def _once(self, work: Callable[[Tx], T], write: bool) -> Committed[T]:
+        hooks: list[Callable[[], None]] = []
+
         def body(session: Session) -> Committed[T]:
             tx = Tx(session, self)
             value = work(tx)
             if tx.events:
                 tx.write_events()
+            hooks[:] = tx.after_commit
             return Committed(value, tuple(tx.outbox), tuple(tx.events), tx.next_due)
 
         if self._sqlite is not None:
             sqlite = self._sqlite
             if write:
                 context = contextvars.copy_context()  # the request's (who the caller is, for host functions)
-                return await asyncio.get_running_loop().run_in_executor(
+                done = await asyncio.get_running_loop().run_in_executor(
                     sqlite.writer, lambda: context.run(sqlite.write, body))
-            return await asyncio.to_thread(sqlite.read, body)
-        assert self._pg is not None
-        async with self._pg() as session:  # begins on first use; closing it rolls back what did not commit
-            done = await session.run_sync(body)
-            try:
-                await session.commit()
-            except Exception as exc:
-                if write and fault(exc) == "gone":
-                    raise CommitUnknown(str(exc)) from exc
-                raise
-            return done
+            else:
+                done = await asyncio.to_thread(sqlite.read, body)
+        else:
+            assert self._pg is not None
+            async with self._pg() as session:  # begins on first use; closing it rolls back what did not commit
+                done = await session.run_sync(body)
+                try:
+                    await session.commit()
+                except Exception as exc:
+                    if write and fault(exc) == "gone":
+                        raise CommitUnknown(str(exc)) from exc
+                    raise
+        for hook in hooks:
+            hook()
+        return done
 
     async def run(self, work: Callable[[Tx], T]) -> Committed[T]:
         """Run ``work`` in one writing transaction: all of it is committed, or nothing.
@@ -310,6 +317,7 @@ class Tx:
         self.outbox: list[int] = []
         self.events: list[Event] = []
         self.next_due: float | None = None
+        self.after_commit: list[Callable[[], None]] = []  # run once it committed (never after a rollback)
 
     @property
     def conn(self) -> Connection:
@@ -334,12 +342,12 @@ class Tx:
     def savepoint(self) -> Iterator[None]:
         """A unit of work inside the transaction that is rolled back alone when it raises (its outbox entries,
         events and due times with it); the transaction goes on."""
-        marks = len(self.outbox), len(self.events), self.next_due
+        marks = len(self.outbox), len(self.events), self.next_due, len(self.after_commit)
         try:
             with self.session.begin_nested():
                 yield
         except BaseException:
-            del self.outbox[marks[0]:], self.events[marks[1]:]
+            del self.outbox[marks[0]:], self.events[marks[1]:], self.after_commit[marks[3]:]
             self.next_due = marks[2]
             raise
 
