@@ -850,7 +850,8 @@ def main() -> int:
         elapsed = time.monotonic() - began
         say(f"done in {elapsed:.0f} s")
         if args.output:
-            settings = {k: v for k, v in vars(args).items() if k not in ("pg_url", "output")}
+            settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                        if k not in ("pg_url", "output")}
             args.output.write_text(json.dumps({
                 "machine": info, "settings": {**settings, "postgresql": bool(args.pg_url)},
                 "latency": [asdict(s) for s in stats.values()], "throughput": [asdict(s) for s in tput.values()],
