@@ -192,3 +192,9 @@ async def test_a_worker_killed_between_accept_and_routing_loses_nothing(database
     finally:
         server.stop()
     assert await invariant_violations(database_url) == []
+
+
+async def test_the_python_api_accepts_too(ext: Any, client: Any) -> None:
+    outcome = await ext.send_message("order_received", {"order_id": "PY-1"}, asynchronous=True)
+    assert (outcome.kind, outcome.message.status) == ("accepted", "running")
+    assert (await routed(client, outcome.message.id))["status"] == "completed"

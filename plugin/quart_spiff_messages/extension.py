@@ -382,14 +382,16 @@ class SpiffMessages:
         return self.runtime.catalog
 
     async def send_message(self, name: str, payload: Mapping[str, Any], *, ttl: int = 0,
-                           message_instance_uuid: str | None = None) -> Outcome:
+                           message_instance_uuid: str | None = None, asynchronous: bool = False) -> Outcome:
         """Send message ``name`` (``group:name`` scopes it) with ``payload``; the same decision as the HTTP API.
 
         ``ttl`` > 0 keeps a message nobody takes now for that many seconds (``message_instance_uuid`` required);
-        a ``message_instance_uuid`` sent again returns the stored outcome.
+        a ``message_instance_uuid`` sent again returns the stored outcome. ``asynchronous``: the message is
+        written and the outcome is ``accepted`` (status ``running``); a routing loop routes it right after.
         """
         return await self.runtime.router.send_message(name, payload, ttl=ttl,
-                                                      message_instance_uuid=message_instance_uuid)
+                                                      message_instance_uuid=message_instance_uuid,
+                                                      asynchronous=asynchronous)
 
     async def reload(self) -> Reloaded:
         """Reload the BPMN folder in this process and ask every other worker to follow (CatalogError if broken)."""
