@@ -32,6 +32,8 @@ class Queued:
         """Rounds of :meth:`route_round` until the queue is empty or ``limit`` messages were routed; each round
         waits for this worker's accepts under way (up to :data:`ACCEPTS_FIRST_SECONDS`) and is a single message
         while some are, so a burst is answered first and routed right behind it, in full batches."""
+        if not await self.store.read(lambda tx: tx.queued_count(1)):  # nothing queued: no writing transaction
+            return 0
         done = 0
         while done < limit:
             accepts = self.router.accepts

@@ -635,8 +635,10 @@ class Tx:
     def dequeue(self, message_id: int) -> None:
         self.conn.execute(sql.DELETE_QUEUED, {"id": message_id})
 
-    def queued_count(self) -> int:
-        return int(self.conn.execute(select(func.count()).select_from(sql.QUEUE)).scalar_one())
+    def queued_count(self, limit: int | None = None) -> int:
+        """How many messages are queued (counted up to ``limit``)."""
+        rows = select(sql.QUEUE.c.id).limit(limit).subquery() if limit is not None else sql.QUEUE
+        return int(self.conn.execute(select(func.count()).select_from(rows)).scalar_one())
 
     def message_by_uuid(self, key: str) -> MessageRecord | None:
         found = self.conn.execute(select(M).where(M.c.message_instance_uuid == key)).mappings().first()
