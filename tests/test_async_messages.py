@@ -171,6 +171,7 @@ async def test_a_worker_killed_between_accept_and_routing_loses_nothing(database
             os.kill(pid, signal.SIGKILL)
     finally:
         server.stop()
+    assert await invariant_violations(database_url) == []  # running, but queued: nothing is half-written
 
     more = [f"KR-{i}" for i in range(200)]
     server = start_server(FIXTURES, database_url, 2, tmp_path / "serve-2.log")

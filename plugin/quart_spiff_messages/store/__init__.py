@@ -724,8 +724,9 @@ class Tx:
         return list(found.values())
 
     def messages_left_running(self) -> list[MessageRecord]:
-        """Messages in ``running`` (none may be, outside a transaction that routes them)."""
-        rows = self.conn.execute(select(M).where(M.c.status == "running").order_by(M.c.id)).mappings()
+        """Messages in ``running`` that no transaction routes and none is queued to route (none may be)."""
+        queued = select(sql.QUEUE.c.id).where(sql.QUEUE.c.message_instance_id == M.c.id).exists()
+        rows = self.conn.execute(select(M).where(M.c.status == "running", ~queued).order_by(M.c.id)).mappings()
         return [record(MessageRecord, r) for r in rows]
 
     def deliveries_without_one_receive(self) -> list[tuple[int, int]]:
