@@ -570,8 +570,8 @@ def throughput(label: str, sites: list[Site], n: int, clients: int) -> list[Stat
     out = []
     for site in sites:
         run = runs[site.name]
-        out.append(make_stat(f"throughput {label} {site.workers}w, {clients} clients", run.latencies, run.elapsed,
-                             run.statuses, run.unexpected, workers=site.workers,
+        out.append(make_stat(f"throughput {site.name}, {clients} clients", run.latencies, run.elapsed,
+                             run.statuses, run.unexpected, workers=site.workers, site=site.name,
                              server_cpu_ms_per_msg=round(run.server_cpu / max(1, len(run.latencies)) * 1000, 2),
                              client_cpu_share=round(run.client_cpu / run.elapsed, 2)))
     return out
@@ -632,6 +632,7 @@ def ratio_goal(goal: str, num: float, den: float, limit: float, at_most: bool, m
 
 def goals(stats: dict[str, Stat], largest: int, memory: dict[str, float], tput: dict[str, Stat]) -> list[Goal]:
     floor, small, big = stats["engine floor"], stats["correlate W=100"], stats[f"correlate W={largest:,}"]
+    rt = stats["http roundtrip (404, no database)"]
     short = "" if largest == 100_000 else f"at W={largest:,}, not 100,000"
     out = [
         ratio_goal("correlate p50 W=100,000 <= 1.2 x W=100", big.p50_ms, small.p50_ms, 1.2, True,
@@ -643,6 +644,23 @@ def goals(stats: dict[str, Stat], largest: int, memory: dict[str, float], tput: 
         s = stats[name]
         out.append(ratio_goal(f"{name} p50 <= 2 x floor", s.p50_ms, floor.p50_ms, 2.0, True,
                               f"{s.p50_ms:.2f} / {floor.p50_ms:.2f} ms"))
+    # issue 24: closer to the floor, measured in this run
+    out.append(ratio_goal("correlate p50 (W=100) <= 404 round trip + 2 x floor", small.p50_ms,
+                          rt.p50_ms + 2 * floor.p50_ms, 1.0, True,
+                          f"{small.p50_ms:.2f} / ({rt.p50_ms:.2f} + 2 x {floor.p50_ms:.2f}) ms"))
+    for name in ("reject unknown name", "reject no match"):
+        s = stats[name]
+        out.append(ratio_goal(f"{name} p50 <= 1.5 x 404 round trip", s.p50_ms, rt.p50_ms, 1.5, True,
+                              f"{s.p50_ms:.2f} / {rt.p50_ms:.2f} ms"))
+    for label, workers in (("sqlite", 1), ("postgresql", 2)):
+        goal = f"throughput {label} {workers}w >= 2 x the baseline's, 8 clients"
+        now, base = tput.get(f"{label} {workers}w"), tput.get(f"base {label} {workers}w")
+        if now and base:
+            out.append(ratio_goal(goal, now.msgs_per_s, base.msgs_per_s, 2.0, False,
+                                  f"{now.msgs_per_s:.1f} / {base.msgs_per_s:.1f} msgs/s"))
+        else:
+            out.append(Goal(goal, "not measured", None, 2.0, None, "needs --baseline-plugin"
+                            + ("" if label == "sqlite" else " and --pg-url")))
     goal = "PostgreSQL 2 workers >= 1.6 x 1 worker, 8 clients"
     one, two = tput.get("postgresql 1w"), tput.get("postgresql 2w")
     if one and two:
@@ -670,6 +688,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pg-url", default=None,
                         help="administrative PostgreSQL URL; scratch databases are created and dropped there")
     parser.add_argument("--output", type=Path, default=None, help="also write the results as JSON to this file")
+    parser.add_argument("--baseline-plugin", type=Path, default=None,
+                        help="the plugin/ folder of another version (e.g. a git archive of the base commit): its "
+                             "servers run the throughput scenarios too, in turns with this code's, for the "
+                             "throughput goals of issue 24")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (databases, server logs)")
     args = parser.parse_args()
     args.requests = args.requests or (100 if args.quick else 300)
@@ -682,12 +704,22 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def start_sites(specs: list[tuple[str, str, int]], folder: Path, loop: asyncio.AbstractEventLoop,
+def start_sites(specs: list[tuple[str, str, int, Path | None]], folder: Path, loop: asyncio.AbstractEventLoop,
                 sites: list[Site]) -> list[Site]:
     """Start servers together, then wait for each; every started one goes into ``sites`` (stopped by the caller)."""
     new = []
-    for name, url, workers in specs:
-        site = Site(name, url, workers, folder, loop)
+    for name, url, workers, plugin in specs:
+        saved = os.environ.get("PYTHONPATH")
+        if plugin is not None:  # the server (and its workers) import the baseline's quart_spiff_messages
+            os.environ["PYTHONPATH"] = str(plugin)
+        try:
+            site = Site(name, url, workers, folder, loop)
+        finally:
+            if plugin is not None:
+                if saved is None:
+                    del os.environ["PYTHONPATH"]
+                else:
+                    os.environ["PYTHONPATH"] = saved
         sites.append(site)
         new.append(site)
     t0 = time.monotonic()
@@ -702,8 +734,8 @@ def latency(args: argparse.Namespace, counts: list[int], folder: Path, loop: asy
             problems: dict[str, dict[str, int]]) -> tuple[dict[str, Stat], dict[str, float]]:
     sites: list[Site] = []
     try:
-        specs = [("misc", f"sqlite:///{folder / 'misc.db'}", 1)]
-        specs += [(f"W={w:,}", f"sqlite:///{folder / f'waiting-{w}.db'}", 1) for w in counts]
+        specs: list[tuple[str, str, int, Path | None]] = [("misc", f"sqlite:///{folder / 'misc.db'}", 1, None)]
+        specs += [(f"W={w:,}", f"sqlite:///{folder / f'waiting-{w}.db'}", 1, None) for w in counts]
         misc, *by_w = start_sites(specs, folder, loop, sites)
         lanes = [Lane("engine floor", floor_op()), Lane("http roundtrip (404, no database)", roundtrip_op(misc))]
         for count, site in zip(counts, by_w, strict=True):
@@ -782,24 +814,28 @@ def main() -> int:
 
         say()
         for label in ("sqlite", "postgresql") if scratch is not None else ("sqlite",):
-            specs = []
-            for workers in (1, 2):
-                if scratch is None or label == "sqlite":
-                    url = f"sqlite:///{folder / f'throughput-{workers}w.db'}"
-                else:
-                    url = loop.run_until_complete(scratch.create(f"{workers}w"))
-                specs.append((f"{label} {workers}w", url, workers))
+            specs: list[tuple[str, str, int, Path | None]] = []
+            for code, plugin in [("", None), *([("base ", args.baseline_plugin)] if args.baseline_plugin else [])]:
+                for workers in (1, 2):
+                    if scratch is None or label == "sqlite":
+                        url = f"sqlite:///{folder / f'throughput-{code.strip()}{workers}w.db'}"
+                    else:
+                        url = loop.run_until_complete(scratch.create(f"{code.strip()}{workers}w"))
+                    specs.append((f"{code}{label} {workers}w", url, workers, plugin))
             sites: list[Site] = []
             try:
                 start_sites(specs, folder, loop, sites)
                 t0 = time.monotonic()
                 for s in throughput(label, sites, args.throughput_requests, args.clients):
-                    tput[f"{label} {s.extra['workers']}w"] = s
+                    tput[s.extra["site"]] = s
                     say(s.line() + f"  server CPU {s.extra['server_cpu_ms_per_msg']} ms/msg, client CPU "
                         f"{s.extra['client_cpu_share']:.0%} of a core")
                 one, two = tput[f"{label} 1w"], tput[f"{label} 2w"]
                 say(f"{label}: 2 workers / 1 worker = {two.msgs_per_s / one.msgs_per_s:.2f} "
                     f"(runs alternating in chunks of {CHUNK}, {time.monotonic() - t0:.0f}s with seeding)")
+                for workers in (1, 2) if args.baseline_plugin else ():
+                    now, base = tput[f"{label} {workers}w"], tput[f"base {label} {workers}w"]
+                    say(f"{label} {workers}w: this code / baseline = {now.msgs_per_s / base.msgs_per_s:.2f}")
                 for site in sites:
                     if site.server.proc.poll() is not None:
                         say(f"  ! {site.name}: the server exited with {site.server.proc.returncode}")
@@ -820,7 +856,8 @@ def main() -> int:
         elapsed = time.monotonic() - began
         say(f"done in {elapsed:.0f} s")
         if args.output:
-            settings = {k: v for k, v in vars(args).items() if k not in ("pg_url", "output")}
+            settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                        if k not in ("pg_url", "output")}
             args.output.write_text(json.dumps({
                 "machine": info, "settings": {**settings, "postgresql": bool(args.pg_url)},
                 "latency": [asdict(s) for s in stats.values()], "throughput": [asdict(s) for s in tput.values()],

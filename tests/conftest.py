@@ -33,7 +33,7 @@ BROKEN = Path(__file__).resolve().parent / "bpmn_broken"
 CASES = Path(__file__).resolve().parent / "bpmn_cases"
 TABLES = ("spiff_message_key", "spiff_message_instance", "spiff_subscription", "spiff_process_instance",
           "spiff_process_spec", "spiff_catalog_generation", "spiff_event", "spiff_timer", "spiff_timer_start",
-          "spiff_service_call", "spiff_active_key")
+          "spiff_service_call", "spiff_active_key", "spiff_message_queue")
 
 
 Clock = ManualClock  # an injectable clock: tests move time instead of sleeping

@@ -73,6 +73,19 @@ CONFIG_KEYS: dict[str, tuple[str, str, str]] = {
                                "late a timer or a service call another worker wrote is taken up. `0`: this worker "
                                "fires no timers (an overdue timer still fires before a message reaches its instance) "
                                "and wakes at least every second for service calls."),
+    "ROUTE_QUEUED": ("app", "boolean",
+                     "This worker routes the messages sent with `execution_mode=asynchronous` (its own at once, "
+                     "other workers' within `SPIFF_MESSAGES_TIMER_INTERVAL_SECONDS`). `0`: it only accepts them; "
+                     "another worker or host routes them. See {doc}`/explanation/asynchronous`."),
+    "QUEUE_BATCH": ("app", "integer ≥ 1",
+                    "Queued messages routed per transaction (each in a savepoint of its own) once no accept is "
+                    "under way; while accepts keep coming a round is one message, so none waits long for SQLite's "
+                    "writer."),
+    "WARM_INSTANCES": ("app", "integer ≥ 0",
+                       "How many deserialized workflows a worker keeps between their transactions. The next change "
+                       "of an instance takes its workflow back only when the state it reads under the row lock is "
+                       "the exact text this worker saved (another worker's change, or one that rolled back, is "
+                       "loaded afresh). `0`: every change loads the instance from its state."),
     "LOCK_TIMEOUT_SECONDS": ("app", "number ≥ 0",
                              "How long a message waits for a busy instance before `503 instance_busy` with "
                              "`Retry-After`."),

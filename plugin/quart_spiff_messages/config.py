@@ -51,6 +51,9 @@ class Settings:
     service_handlers: str = ""  # "module:name" of a mapping operator id -> handler ("*": every other operator)
     cors_origins: tuple[str, ...] = ()  # empty: no CORS headers (same-origin only)
     cors_headers: tuple[str, ...] = CORS_HEADERS  # request headers a cross-origin caller may send
+    route_queued: bool = True  # this worker's work loop routes messages accepted asynchronously
+    queue_batch: int = 20  # queued messages routed per transaction
+    warm_instances: int = 128  # deserialized workflows kept between their transactions (0: none)
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> Settings:
@@ -113,6 +116,9 @@ class Settings:
             service_backoff_seconds=_number("SERVICE_BACKOFF_SECONDS", get("SERVICE_BACKOFF_SECONDS", 1.0)),
             service_lease_seconds=_positive("SERVICE_LEASE_SECONDS", get("SERVICE_LEASE_SECONDS", 30.0)),
             service_handlers=str(get("SERVICE_HANDLERS", "")),
+            route_queued=_bool(get("ROUTE_QUEUED", True)),
+            queue_batch=max(1, int(_number("QUEUE_BATCH", get("QUEUE_BATCH", 20)))),
+            warm_instances=int(_number("WARM_INSTANCES", get("WARM_INSTANCES", 128))),
         )
 
 

@@ -9,6 +9,7 @@ core; nothing else writes an instance. The caller routes the outbox after the co
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -246,7 +247,8 @@ class Core:
             if found is None or found.status == "complete" or (found.status == "error") != retry:
                 return None
             row, before = found, found
-            inst = self._load_current(tx, found) if retry else self.engine.load(found.state, self.entry(tx, found))
+            inst = self._load_current(tx, found) if retry \
+                else self.engine.load(found.state, self.entry(tx, found), found.id)
             inst.run_info = _run_info(row)
             ready_before = {t.id for t in self.engine.human_tasks(inst)}
             services_before = {s.task_id for s in self.engine.service_tasks(inst, waiting_only=True)}
@@ -273,6 +275,7 @@ class Core:
         if row.status == "complete" and inst.entry.one_per_key_starts:
             self._release_keys(tx, row)
         self._record_changes(tx, before, row, inst, ready_before, calls)
+        tx.after_commit.append(functools.partial(self.engine.keep, row.id, row.state, inst))
         failure = inst.failure.as_json() if inst.failure is not None else None
         return Applied(row, consumed, self.engine.task_data(inst), failure, tuple(fired))
 

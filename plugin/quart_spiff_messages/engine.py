@@ -41,6 +41,7 @@ from .correlation import KeyValue, evaluate, expected_key_value
 from .element_states import ElementState, element_states
 from .errors import SpiffMessagesError
 from .scripts import RunInfo, ScriptEngine
+from .warm import Warm
 
 # -- one clock ------------------------------------------------------------------------------------------------
 # SpiffWorkflow computes and compares due times with ``datetime.now(timezone.utc)``. While the core applies an
@@ -220,13 +221,14 @@ class Engine:
     """
 
     def __init__(self, correlate_from_data: bool = True,
-                 script_functions: Mapping[str, Callable[..., Any]] | None = None) -> None:
+                 script_functions: Mapping[str, Callable[..., Any]] | None = None, warm_instances: int = 0) -> None:
         config = dict(SPIFF_CONFIG)
         config[BpmnWorkflow] = _SpeclessWorkflowConverter
         self._serializer = BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(config))
         self._spec_serializer = BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(dict(SPIFF_CONFIG)))
         self.script_engine = ScriptEngine(script_functions, on_service=_service_call)
         self.correlate_from_data = correlate_from_data
+        self.warm: Warm[Instance] = Warm(warm_instances)  # workflows kept between their transactions
 
     # -- specs -------------------------------------------------------------------------------------------------
     def dump_spec(self, entry: ProcessEntry) -> str:
@@ -711,10 +713,23 @@ class Engine:
     def correlations(self, inst: Instance) -> dict[str, Any]:
         return dict(inst.workflow.correlations)
 
+    def keep(self, instance_id: int, state: str, inst: Instance) -> None:
+        """Keep ``inst``, committed as ``state``, for the next :meth:`load` of that instance (a failed one never)."""
+        if inst.failure is None and not inst.workflow.completed:
+            self.warm.keep(instance_id, state, inst)
+
     def dump(self, inst: Instance) -> str:
         return str(self._serializer.serialize_json(inst.workflow))
 
-    def load(self, state: str, entry: ProcessEntry) -> Instance:
+    def load(self, state: str, entry: ProcessEntry, instance_id: int | None = None) -> Instance:
+        """The instance saved as ``state``; with ``instance_id``, the one :meth:`keep` kept for it when it was kept
+        with exactly this state and entry (see :mod:`.warm`), else a fresh one."""
+        if instance_id is not None:
+            warm = self.warm.take(instance_id, state)
+            if warm is not None and warm.entry is entry and warm.failure is None:
+                warm.run_info = None
+                warm.called_services = SERVICE in state
+                return warm
         _wire_loops(entry)
         dct = json.loads(state)
         self._serializer.migrate(dct)

@@ -34,6 +34,7 @@ from .engine import Engine, HumanTask
 from .events import Event
 from .logs import quiet_healthy_service_waits
 from .outcomes import Outcome
+from .queued import Wake
 from .runtime import Runtime
 from .scripts import current_caller
 from .services import DEFAULT_KEY, Handler, Services, load_handlers
@@ -42,6 +43,8 @@ from .timers import Alarm
 
 log = logging.getLogger("quart_spiff_messages")
 F = TypeVar("F", bound=Callable[..., Any])
+# Queued messages routed per turn of the routing loop (then it looks at the queue again at once).
+QUEUE_ROUND = 1000
 
 __all__ = ["EXTENSION_KEY", "Authorize", "Reloaded", "SpiffMessages"]
 
@@ -59,6 +62,7 @@ class _AppState:
     services: Services | None = None  # calls the host's service handlers (while the app serves)
     sweeper: asyncio.Task[None] | None = None
     work_loop: asyncio.Task[None] | None = None  # timers and service calls
+    route_loop: asyncio.Task[None] | None = None  # messages accepted asynchronously
     alarm: Alarm | None = None
     generation: int = 0  # the catalog generation this process has loaded
     extension: SpiffMessages | None = None  # the one that mounted it: its functions and handlers, for check --app
@@ -211,7 +215,7 @@ class SpiffMessages:
         try:
             await store.upgrade()
             engine = Engine(correlate_from_data=state.settings.correlate_from_data,
-                            script_functions=self.script_functions)
+                            script_functions=self.script_functions, warm_instances=state.settings.warm_instances)
             await _save_specs(store, engine, catalog)
             state.generation = await store.read(lambda tx: tx.catalog_generation())
             state.reload_lock = asyncio.Lock()  # this serving loop's own
@@ -235,6 +239,23 @@ class SpiffMessages:
         if isinstance(self.clock, ManualClock):
             self.clock.listeners.append(alarm.ring)
         state.work_loop = loop.create_task(self._work_forever(state, services, alarm))
+        if state.settings.route_queued:
+            wake = Wake()
+            state._runtime.router.on_queued = wake.ring
+            state.route_loop = loop.create_task(self._route_forever(state, wake))
+
+    async def _route_forever(self, state: _AppState, wake: Wake) -> None:
+        """Route the messages accepted asynchronously while the app serves: at once when this worker queues one,
+        and at least every timer interval (what other workers queued or left behind)."""
+        interval = state.settings.timer_interval_seconds or 1.0
+        while True:
+            try:
+                await state.runtime.queued.route_all(state.settings.queue_batch, QUEUE_ROUND)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("routing queued messages failed; retrying")
+            await wake.sleep(interval)
 
     async def _work_forever(self, state: _AppState, services: Services, alarm: Alarm) -> None:
         """Fire due timers and call due service handlers while the app serves: at each nearest due time, at once
@@ -272,12 +293,12 @@ class SpiffMessages:
 
     async def _stop(self, app: Quart) -> None:
         state: _AppState = app.extensions[EXTENSION_KEY]
-        for task in (state.sweeper, state.work_loop):
+        for task in (state.sweeper, state.work_loop, state.route_loop):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        state.sweeper = state.work_loop = None
+        state.sweeper = state.work_loop = state.route_loop = None
         if state.alarm is not None and isinstance(self.clock, ManualClock) \
                 and state.alarm.ring in self.clock.listeners:
             self.clock.listeners.remove(state.alarm.ring)
@@ -372,16 +393,20 @@ class SpiffMessages:
         return self.runtime.catalog
 
     async def send_message(self, name: str, payload: Mapping[str, Any], *, ttl: int = 0,
-                           message_instance_uuid: str | None = None, caller: Any = None) -> Outcome:
+                           message_instance_uuid: str | None = None, asynchronous: bool = False,
+                           caller: Any = None) -> Outcome:
         """Send message ``name`` (``group:name`` scopes it) with ``payload``; the same decision as the HTTP API.
 
         ``ttl`` > 0 keeps a message nobody takes now for that many seconds (``message_instance_uuid`` required);
-        a ``message_instance_uuid`` sent again returns the stored outcome. ``caller``: who script functions see as
-        ``context.caller`` (over HTTP, what the ``identify`` hook returned); None: nobody.
+        a ``message_instance_uuid`` sent again returns the stored outcome. ``asynchronous``: the message is
+        written and the outcome is ``accepted`` (status ``running``); a routing loop routes it right after.
+        ``caller``: who script functions see as ``context.caller`` (over HTTP, what the ``identify`` hook
+        returned); None: nobody.
         """
         with _as_caller(caller):
             return await self.runtime.router.send_message(name, payload, ttl=ttl,
-                                                          message_instance_uuid=message_instance_uuid)
+                                                          message_instance_uuid=message_instance_uuid,
+                                                          asynchronous=asynchronous)
 
     async def reload(self) -> Reloaded:
         """Reload the BPMN folder in this process and ask every other worker to follow (CatalogError if broken)."""

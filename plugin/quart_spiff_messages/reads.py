@@ -5,9 +5,9 @@ from __future__ import annotations
 from . import metrics
 from .core import Core, InstanceView
 from .element_states import ElementState
-from .errors import InstanceNotFound
+from .errors import InstanceNotFound, MessageNotFound
 from .events import Event
-from .store import InstanceRecord, MessageFilter, Page, Store, Tx, active_keys
+from .store import InstanceRecord, MessageFilter, MessageRecord, Page, Store, Tx, active_keys
 from .store.listing import ListedMessage, instances_of, list_messages, waits_of
 from .store.process_stats import instance_stats
 
@@ -27,6 +27,18 @@ class Reads:
             return self.core.view(tx, row)
 
         return await self.store.read(view)
+
+    async def message(self, ref: str) -> MessageRecord:
+        """One message by its id or its ``message_instance_uuid``."""
+        number = int(ref) if ref.isascii() and ref.isdigit() and len(ref) < 12 else None
+
+        def read(tx: Tx) -> MessageRecord | None:
+            return tx.message(number) if number is not None else tx.message_by_uuid(ref.strip().lower())
+
+        found = await self.store.read(read)
+        if found is None:
+            raise MessageNotFound(f"no message {ref!r}")
+        return found
 
     async def element_states(self, instance_id: int) -> tuple[InstanceRecord, list[ElementState]]:
         """An instance's row and where it stands, element by element (see :meth:`Core.element_states`)."""

@@ -8,11 +8,14 @@ transaction; what the instance it reached threw is routed right after the commit
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import math
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from . import metrics, refusals
@@ -48,6 +51,13 @@ MAX_OUTBOX_PER_REQUEST = 1000
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
+def order_key(keys: Iterable[KeyValue]) -> str | None:
+    """The key a queued message keeps its arrival order under: its correlation keys, canonical (None: it has
+    none, and no order to keep)."""
+    pairs = sorted({f"{kv.key}={kv.digest}" for kv in keys})
+    return ";".join(pairs)[:512] if pairs else None
+
+
 def normalize_uuid(value: str) -> str:
     """A message_instance_uuid in canonical form, stored lower-case."""
     if len(value) > 40:
@@ -57,6 +67,36 @@ def normalize_uuid(value: str) -> str:
         raise InvalidMessageInstanceUuid(
             "message_instance_uuid must be a UUID in canonical form (8-4-4-4-12 hexadecimal digits)")
     return lowered
+
+
+class Accepts:
+    """The asynchronous accepts of this worker: the routing loop lets a burst of them go first (an accept is one
+    short transaction; a round of routing holds SQLite's writer and the GIL for much longer)."""
+
+    QUIET_SECONDS = 0.005  # no accept began for this long: the burst is over
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.last_began = -math.inf
+
+    @contextlib.contextmanager
+    def one(self) -> Iterator[None]:
+        self.in_flight += 1
+        self.last_began = time.monotonic()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+    def busy(self) -> bool:
+        return bool(self.in_flight) or time.monotonic() - self.last_began < self.QUIET_SECONDS
+
+    async def let_pass(self, longest: float) -> None:
+        """Wait until no accept is under way or began just now, ``longest`` seconds at most (under a flood
+        routing must go on too)."""
+        deadline = time.monotonic() + longest
+        while self.busy() and time.monotonic() < deadline:  # a quiet period is a time: polled  # noqa: ASYNC110
+            await asyncio.sleep(self.QUIET_SECONDS)
 
 
 class Router:
@@ -69,14 +109,20 @@ class Router:
         # thrown messages a flush left for when the database is back (routed by Upkeep.sweep; a new process routes
         # any it did not reach at start-up, Upkeep.recover)
         self.unflushed: set[int] = set()
+        # called after a message was queued (execution_mode=asynchronous): wakes this worker's work loop
+        self.on_queued: Callable[[], None] | None = None
+        self.accepts = Accepts()
 
     # -- entry points -------------------------------------------------------------------------------------------
     async def send_message(self, modified_name: str, payload: Mapping[str, Any], *, ttl: int = 0,
-                           message_instance_uuid: str | None = None) -> Outcome:
-        """Route one message. With ``ttl`` > 0 a message nobody takes now is kept until a receiver waits."""
+                           message_instance_uuid: str | None = None, asynchronous: bool = False) -> Outcome:
+        """Route one message. With ``ttl`` > 0 a message nobody takes now is kept until a receiver waits.
+
+        ``asynchronous``: write it to the queue and answer at once (``accepted``); a worker's work loop routes it
+        (:mod:`.queued`)."""
         started, result = time.perf_counter(), "error"
         try:
-            outcome = await self._send(modified_name, payload, ttl, message_instance_uuid)
+            outcome = await self._send(modified_name, payload, ttl, message_instance_uuid, asynchronous)
             result = "replayed" if outcome.replayed else METRIC_RESULTS.get(outcome.kind, "error")
             return outcome
         except MessageInstanceUuidConflict:
@@ -89,7 +135,7 @@ class Router:
             metrics.observe_send(result, time.perf_counter() - started)
 
     async def _send(self, modified_name: str, payload: Mapping[str, Any], ttl: int,
-                    message_instance_uuid: str | None) -> Outcome:
+                    message_instance_uuid: str | None, asynchronous: bool = False) -> Outcome:
         scoped = parse_modified_name(modified_name)
         if not 0 <= ttl <= self.max_ttl_seconds:
             raise InvalidTimeToLive(f"time_to_live_in_seconds must be between 0 and {self.max_ttl_seconds}")
@@ -110,19 +156,23 @@ class Router:
             outcome, msg = self.route(tx, msg, scoped)
             if outcome is not None:
                 return outcome
-            if ttl > 0:
-                msg = tx.save_message(tx.update_message(msg, status="ready", expires_at=tx.now + ttl))
-                tx.index_ready_message(msg, self.message_keys(scoped, payload))
-                tx.record_event("message_buffered", None, msg.id, name=msg.name, expires_at=msg.expires_at)
-                return Outcome("buffered", msg)
-            refusal = self.refusal(tx, scoped, payload)
-            msg = tx.save_message(tx.update_message(msg, status="not_accepted", failure_cause=refusal.text))
-            tx.record_event("message_not_accepted", None, msg.id, name=msg.name, reason=refusal.text,
-                            refusal=refusal.as_json())
-            return Outcome("not_accepted", msg, reason=refusal.text, refusal=refusal.as_json())
+            return self.unrouted(tx, msg, scoped, tx.now + ttl if ttl > 0 else None)
+
+        def accept(tx: Tx) -> Outcome:
+            # ``running`` until routed; the TTL is kept as the expiry a buffered message will have
+            msg = tx.add_message(name=scoped.name, scope=scoped.group, message_type="send", status="running",
+                                 payload=payload, message_instance_uuid=key,
+                                 expires_at=tx.now + ttl if ttl > 0 else None)
+            assert msg.id is not None
+            tx.enqueue(msg.id, order_key(self.queue_keys(scoped, payload)))
+            return Outcome("accepted", msg)
 
         try:
-            done = await self.transact(attempt)
+            if asynchronous:
+                with self.accepts.one():
+                    done = await self.transact(accept)
+            else:
+                done = await self.transact(attempt)
         except AlreadyExists:
             # Another request inserted the same message_instance_uuid first: answer with its outcome.
             replay = await self.replay.outcome(key, scoped, payload) if key is not None else None
@@ -130,7 +180,26 @@ class Router:
                 raise
             return replay
         await self.flush(done.outbox)
+        if asynchronous and self.on_queued is not None:
+            self.on_queued()
         return done.value
+
+    def unrouted(self, tx: Tx, msg: MessageRecord, scoped: ScopedName, expires_at: float | None) -> Outcome:
+        """What becomes of a message nothing took: kept ``ready`` until ``expires_at`` (a TTL), else refused."""
+        payload = msg.payload_object
+        if expires_at is not None and expires_at > tx.now:
+            msg = tx.save_message(tx.update_message(msg, status="ready", expires_at=expires_at))
+            tx.index_ready_message(msg, self.message_keys(scoped, payload))
+            tx.record_event("message_buffered", None, msg.id, name=msg.name, expires_at=msg.expires_at)
+            return Outcome("buffered", msg)
+        if expires_at is not None:  # accepted with a TTL that ran out before it was routed
+            msg = tx.save_message(tx.update_message(msg, status="cancelled", failure_cause="expired"))
+            return Outcome("not_accepted", msg, reason="expired")
+        refusal = self.refusal(tx, scoped, payload)
+        msg = tx.save_message(tx.update_message(msg, status="not_accepted", failure_cause=refusal.text))
+        tx.record_event("message_not_accepted", None, msg.id, name=msg.name, reason=refusal.text,
+                        refusal=refusal.as_json())
+        return Outcome("not_accepted", msg, reason=refusal.text, refusal=refusal.as_json())
 
     async def start_process(self, modified_process_id: str, data: Mapping[str, Any]) -> Outcome:
         scoped = parse_process_id(modified_process_id)
@@ -201,6 +270,16 @@ class Router:
         keys: dict[tuple[str, str], KeyValue] = {}
         for shape in self.catalog.catch_shapes(scoped):
             for kv in key_values(shape, payload) or ():
+                keys.setdefault((kv.key, kv.digest), kv)
+        return list(keys.values())
+
+    def queue_keys(self, scoped: ScopedName, payload: Mapping[str, Any]) -> list[KeyValue]:
+        """The correlation keys a queued message keeps its order under: those its catches compute and those its
+        Message Start Events give the instance they start (so a start and the messages for the instance it
+        starts keep their order)."""
+        keys = {(kv.key, kv.digest): kv for kv in self.message_keys(scoped, payload)}
+        for start in self.catalog.start_points(scoped):
+            for kv in key_values(start.properties, payload) or ():
                 keys.setdefault((kv.key, kv.digest), kv)
         return list(keys.values())
 

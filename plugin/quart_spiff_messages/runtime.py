@@ -8,6 +8,7 @@ from __future__ import annotations
 from .catalog import Catalog
 from .core import Core
 from .engine import Engine
+from .queued import Queued
 from .reads import Reads
 from .router import Router
 from .store import Store
@@ -26,6 +27,7 @@ class Runtime:
         self.reads = Reads(store, core)
         self.tasks = Tasks(self.router)
         self.timers = Timers(self.router)
+        self.queued = Queued(self.router)
 
     @classmethod
     def create(cls, catalog: Catalog, engine: Engine, store: Store, max_ttl_seconds: int) -> Runtime:
@@ -38,4 +40,5 @@ class Runtime:
     def with_catalog(self, catalog: Catalog) -> Runtime:
         runtime = Runtime(catalog, self.core.with_catalog(catalog), self.store, self.router.max_ttl_seconds)
         runtime.router.unflushed = self.router.unflushed  # still to be routed, whatever the catalog
+        runtime.router.on_queued = self.router.on_queued
         return runtime

@@ -23,6 +23,7 @@ import calendar
 import contextvars
 import datetime as _datetime
 import decimal
+import functools
 import importlib
 import inspect
 import json
@@ -167,6 +168,13 @@ def script_context(task: Any) -> ScriptContext:
         task_guid=str(task.id), element_id=str(task.task_spec.bpmn_id), caller=info.caller if info else None)
 
 
+@functools.lru_cache(maxsize=1024)
+def compiled_script(script: str) -> types.CodeType:
+    """A script task's code, compiled once per text (as ``exec`` of the text would: SpiffWorkflow finds the line
+    of an error by the file name ``<string>``)."""
+    return compile(script, "<string>", "exec")
+
+
 # -- the environment SpiffWorkflow calls ---------------------------------------------------------------------------
 class SafeExpressionEnvironment(TaskDataEnvironment):  # type: ignore[misc]
     """Two kinds of expression come here, told apart by how SpiffWorkflow calls.
@@ -196,7 +204,7 @@ class SafeExpressionEnvironment(TaskDataEnvironment):  # type: ignore[misc]
         """
         env = {**self.globals, **(external_context or {})}
         scope: dict[str, Any] = {**context, **env, "__builtins__": SCRIPT_BUILTINS}
-        exec(script, scope)
+        exec(compiled_script(script), scope)
         for name, value in scope.items():
             if name == "__builtins__" or (name in env and env[name] is value):
                 continue

@@ -42,7 +42,7 @@ def _ok(payload: Mapping[str, Any], status: int = 200) -> Response:
 
 def _outcome(outcome: Outcome) -> Response:
     msg = views.message_json(outcome.message) if outcome.message is not None else None
-    if outcome.kind == "buffered" and outcome.message is not None:
+    if outcome.kind in ("buffered", "accepted") and outcome.message is not None:
         return _ok({"message_instance": views.message_summary(outcome.message)}, 202)
     if outcome.kind in ("delivered", "started", "task_completed", "retried") and outcome.instance is not None:
         return _ok({"task_data": outcome.task_data or {},
@@ -78,7 +78,19 @@ async def send_message(modified_message_name: str) -> Response:
     payload = await json_object("message payload", "payload")
     return _outcome(await state().runtime.router.send_message(
         modified_message_name, payload, ttl=options.time_to_live_in_seconds,
-        message_instance_uuid=options.message_instance_uuid or None))
+        message_instance_uuid=options.message_instance_uuid or None,
+        asynchronous=options.execution_mode == "asynchronous"))
+
+
+@route("GET", "/messages/<message_ref>", "list_messages",
+       path_error=(e.MessageNotFound, "message_ref"))
+@document_response(schemas.BufferedOut, 200)
+@problems(404)
+async def show_message(message_ref: str) -> Response:
+    """One message, by its id or its `message_instance_uuid`: how far it got (a message sent with
+    `execution_mode=asynchronous` is `running` until a worker has routed it)."""
+    msg = await state().runtime.reads.message(message_ref)
+    return _ok({"message_instance": views.message_json(msg)})
 
 
 @route("DELETE", "/messages/<message_instance_uuid>", "cancel_message",

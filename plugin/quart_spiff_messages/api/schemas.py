@@ -140,7 +140,9 @@ class SendQuery(BaseModel):
         description="Caller-chosen idempotency key (canonical UUID). Required when the TTL is above 0; "
                     "a replay returns the stored outcome.")
     execution_mode: Literal["synchronous", "asynchronous"] | None = Field(
-        None, description="Accepted for Spiff Arena compatibility; delivery is always synchronous.")
+        None, description="`asynchronous`: the message is written and answered at once (`202`, status "
+                          "`running`); a worker routes it right after, keeping the order of arrival per "
+                          "correlation key. Follow it with `GET /messages/{id}`.")
 
 
 def send_query_model(max_ttl: int) -> type[SendQuery]:

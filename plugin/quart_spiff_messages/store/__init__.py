@@ -8,11 +8,12 @@ nothing above it sees a SQLAlchemy object or error. Rows are written only throug
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import json
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -198,30 +199,37 @@ class Store:
             await self.engine.dispose()
 
     async def _once(self, work: Callable[[Tx], T], write: bool) -> Committed[T]:
+        hooks: list[Callable[[], None]] = []
+
         def body(session: Session) -> Committed[T]:
             tx = Tx(session, self)
             value = work(tx)
             if tx.events:
                 tx.write_events()
+            hooks[:] = tx.after_commit
             return Committed(value, tuple(tx.outbox), tuple(tx.events), tx.next_due)
 
         if self._sqlite is not None:
             sqlite = self._sqlite
             if write:
                 context = contextvars.copy_context()  # the request's (who the caller is, for host functions)
-                return await asyncio.get_running_loop().run_in_executor(
+                done = await asyncio.get_running_loop().run_in_executor(
                     sqlite.writer, lambda: context.run(sqlite.write, body))
-            return await asyncio.to_thread(sqlite.read, body)
-        assert self._pg is not None
-        async with self._pg() as session:  # begins on first use; closing it rolls back what did not commit
-            done = await session.run_sync(body)
-            try:
-                await session.commit()
-            except Exception as exc:
-                if write and fault(exc) == "gone":
-                    raise CommitUnknown(str(exc)) from exc
-                raise
-            return done
+            else:
+                done = await asyncio.to_thread(sqlite.read, body)
+        else:
+            assert self._pg is not None
+            async with self._pg() as session:  # begins on first use; closing it rolls back what did not commit
+                done = await session.run_sync(body)
+                try:
+                    await session.commit()
+                except Exception as exc:
+                    if write and fault(exc) == "gone":
+                        raise CommitUnknown(str(exc)) from exc
+                    raise
+        for hook in hooks:
+            hook()
+        return done
 
     async def run(self, work: Callable[[Tx], T]) -> Committed[T]:
         """Run ``work`` in one writing transaction: all of it is committed, or nothing.
@@ -310,6 +318,7 @@ class Tx:
         self.events: list[Event] = []
         self.next_due: float | None = None
         self._next_id: int | None = None  # SQLite: the next id of the space messages and waits share
+        self.after_commit: list[Callable[[], None]] = []  # run once it committed (never after a rollback)
 
     @property
     def conn(self) -> Connection:
@@ -329,6 +338,19 @@ class Tx:
         for key, excl in wanted:
             fn = "pg_advisory_xact_lock" if excl else "pg_advisory_xact_lock_shared"
             self.conn.execute(text(f"SELECT {fn}(hashtextextended(:k, 0))"), {"k": key})
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A unit of work inside the transaction that is rolled back alone when it raises (its outbox entries,
+        events and due times with it); the transaction goes on."""
+        marks = len(self.outbox), len(self.events), self.next_due, len(self.after_commit)
+        try:
+            with self.session.begin_nested():
+                yield
+        except BaseException:
+            del self.outbox[marks[0]:], self.events[marks[1]:], self.after_commit[marks[3]:]
+            self.next_due = marks[2]
+            raise
 
     # -- specs --------------------------------------------------------------------------------------------------
     def spec(self, process_key: str, version: str) -> str | None:
@@ -627,6 +649,26 @@ class Tx:
         found = self.conn.execute(sql.SELECT_MESSAGE, {"id": message_id}).mappings().first()
         return record(MessageRecord, found) if found is not None else None
 
+    # -- the queue of messages accepted asynchronously ------------------------------------------------------------
+    def enqueue(self, message_id: int, order_key: str | None) -> None:
+        """Queue a written message for the work loop (``order_key``: its arrival order is kept per key)."""
+        self.conn.execute(sql.INSERT_QUEUED, {"message_instance_id": message_id, "order_key": order_key,
+                                              "created_at": self.now})
+
+    def claim_queued(self, limit: int) -> list[int]:
+        """Up to ``limit`` queued messages to route now, oldest first: the oldest of each order key only, none
+        another transaction is routing (PostgreSQL, locked until commit; SQLite's one writer serializes)."""
+        stmt = sql.CLAIM_QUEUE_HEADS if self.store.dialect == "postgresql" else sql.QUEUE_HEADS
+        return [int(i) for i in self.conn.execute(stmt, {"limit": limit}).scalars()]
+
+    def dequeue(self, message_id: int) -> None:
+        self.conn.execute(sql.DELETE_QUEUED, {"id": message_id})
+
+    def queued_count(self, limit: int | None = None) -> int:
+        """How many messages are queued (counted up to ``limit``)."""
+        rows = select(sql.QUEUE.c.id).limit(limit).subquery() if limit is not None else sql.QUEUE
+        return int(self.conn.execute(select(func.count()).select_from(rows)).scalar_one())
+
     def message_by_uuid(self, key: str) -> MessageRecord | None:
         found = self.conn.execute(select(M).where(M.c.message_instance_uuid == key)).mappings().first()
         return record(MessageRecord, found) if found is not None else None
@@ -711,8 +753,9 @@ class Tx:
         return list(found.values())
 
     def messages_left_running(self) -> list[MessageRecord]:
-        """Messages in ``running`` (none may be, outside a transaction that routes them)."""
-        rows = self.conn.execute(select(M).where(M.c.status == "running").order_by(M.c.id)).mappings()
+        """Messages in ``running`` that no transaction routes and none is queued to route (none may be)."""
+        queued = select(sql.QUEUE.c.id).where(sql.QUEUE.c.message_instance_id == M.c.id).exists()
+        rows = self.conn.execute(select(M).where(M.c.status == "running", ~queued).order_by(M.c.id)).mappings()
         return [record(MessageRecord, r) for r in rows]
 
     def deliveries_without_one_receive(self) -> list[tuple[int, int]]:

@@ -189,6 +189,24 @@ class ActiveKey(Base):
     __table_args__ = (Index("ux_spiff_active_key", "process_key", "key_name", "values_digest", unique=True),)
 
 
+class QueuedMessage(Base):
+    """A message accepted with ``execution_mode=asynchronous`` and not routed yet: the work queue of every worker.
+
+    Written in the accept's transaction, deleted in the transaction that routes the message, so a crash between
+    the two loses nothing and routes nothing twice. ``order_key`` (the message's correlation keys, canonical) keeps
+    the order of arrival per key: only the oldest row of a key is claimed; a message without keys has none.
+    """
+
+    __tablename__ = "spiff_message_queue"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_instance_id: Mapped[int] = mapped_column(
+        ForeignKey("spiff_message_instance.id", ondelete="CASCADE"), unique=True)
+    order_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (Index("ix_spiff_message_queue_order", "order_key", "id"),)
+
+
 class CatalogGeneration(Base):
     """One row: bumped by every reload request; each worker reloads its BPMN folder when it sees it change."""
 

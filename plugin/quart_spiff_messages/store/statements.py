@@ -24,6 +24,7 @@ from .models import (
     MessageKey,
     ProcessInstance,
     ProcessSpec,
+    QueuedMessage,
     ServiceCall,
     Subscription,
     Timer,
@@ -41,6 +42,7 @@ TIMERS: Table = Timer.__table__  # type: ignore[assignment]
 TIMER_STARTS: Table = TimerStart.__table__  # type: ignore[assignment]
 SERVICE_CALLS: Table = ServiceCall.__table__  # type: ignore[assignment]
 ACTIVE_KEYS: Table = ActiveKey.__table__  # type: ignore[assignment]
+QUEUE: Table = QueuedMessage.__table__  # type: ignore[assignment]
 
 MESSAGE_COLUMNS = tuple(c.key for c in MESSAGES.columns if c.key != "id")
 
@@ -167,3 +169,19 @@ _LATEST_ENDED = union_all(*(
     for status in ("completed", "failed", "cancelled"))).subquery()
 ENDED_RECEIVES = (select(_LATEST_ENDED.c.process_instance_id, _LATEST_ENDED.c.correlation_keys)
                   .order_by(_LATEST_ENDED.c.id.desc()).limit(bindparam("limit")))
+
+
+def _queue_heads() -> Any:
+    """The oldest queued message of each order key (and every message without one), oldest first."""
+    older = QUEUE.alias("older")
+    earlier = (select(older.c.id)
+               .where(older.c.order_key == QUEUE.c.order_key, older.c.id < QUEUE.c.id).exists())
+    return (select(QUEUE.c.message_instance_id).where(~earlier).order_by(QUEUE.c.id).limit(bindparam("limit")))
+
+
+INSERT_QUEUED = insert(QUEUE)
+QUEUE_HEADS = _queue_heads()
+# PostgreSQL: heads another transaction is routing are skipped; their successors stay behind them (the locked row
+# still exists for the NOT EXISTS until that transaction commits)
+CLAIM_QUEUE_HEADS = _queue_heads().with_for_update(of=QUEUE, skip_locked=True)
+DELETE_QUEUED = delete(QUEUE).where(QUEUE.c.message_instance_id == bindparam("id"))
