@@ -703,22 +703,38 @@ class Tx:
         self.events.append(Event(kind, instance_id, message_id, data, created_at=self.now))
 
     def write_events(self) -> None:
-        """Write this transaction's events to the feed, last thing before the commit.
+        """Write this transaction's events to the feed (their order: see :meth:`events_after`).
 
-        On PostgreSQL a transaction-scoped lock serializes the feed's inserts up to each commit, so ids are handed
-        out in commit order: a reader's ``id > last seen`` never skips an event that commits late. It is taken last,
-        after every row lock, so it cannot deadlock; SQLite's single writer is in commit order already.
+        On PostgreSQL each row carries the id of the transaction writing it, read by the insert itself; no lock is
+        taken, so writers of different instances never wait for each other here.
         """
-        if self.store.dialect == "postgresql":
-            self.conn.execute(text("SELECT pg_advisory_xact_lock(7305526412)"))
-        self.conn.execute(sql.INSERT_EVENT, [
+        stmt = sql.INSERT_EVENT_PG if self.store.dialect == "postgresql" else sql.INSERT_EVENT
+        self.conn.execute(stmt, [
             {"kind": e.kind, "process_instance_id": e.process_instance_id,
              "message_instance_id": e.message_instance_id, "data": dict(e.data), "created_at": self.now}
             for e in self.events])
 
     def events_after(self, after: int, limit: int) -> list[Event]:
-        rows = self.conn.execute(select(sql.EVENTS).where(sql.EVENTS.c.id > after)
-                                 .order_by(sql.EVENTS.c.id).limit(limit)).mappings()
+        """The feed's events after event ``after`` (0: from the start), in feed order: (transaction, id).
+
+        The gap-free rule: on PostgreSQL a reader sees only rows of transactions older than the oldest transaction
+        still in flight (``pg_snapshot_xmin`` of its own snapshot). Every such transaction has ended, and every
+        transaction that starts later gets a greater id, so no row can later appear before the reader's cursor:
+        a row that commits late is seen late, never skipped. Ids within one transaction are in insert order; on
+        SQLite (one writer) ``xact`` is 0 and ids are commit order. The cursor stays the numeric id of the last
+        event seen: its (transaction, id) is looked up; an id purged meanwhile falls back to ``id > after``.
+        """
+        E = sql.EVENTS
+        cond: list[Any] = []
+        if after:
+            at = self.conn.execute(select(E.c.xact).where(E.c.id == after)).scalar_one_or_none()
+            if at is None:
+                cond.append(E.c.id > after)
+            else:
+                cond.append(or_(E.c.xact > at, and_(E.c.xact == at, E.c.id > after)))
+        if self.store.dialect == "postgresql":
+            cond.append(E.c.xact < sql.OLDEST_XACT_IN_FLIGHT)
+        rows = self.conn.execute(select(E).where(*cond).order_by(E.c.xact, E.c.id).limit(limit)).mappings()
         return [Event(r["kind"], r["process_instance_id"], r["message_instance_id"], r["data"], r["id"],
                       r["created_at"]) for r in rows]
 

@@ -12,9 +12,22 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, insert, literal, select, tuple_, union_all, update
+from sqlalchemy import (
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql.elements import ColumnClause
 
 from .models import (
     CatalogGeneration,
@@ -46,6 +59,11 @@ INSERT_MESSAGE = insert(MESSAGES).returning(MESSAGES.c.id)
 INSERT_INSTANCE = insert(INSTANCES).returning(INSTANCES.c.id)
 INSERT_MESSAGE_KEY = insert(MESSAGE_KEYS)
 INSERT_EVENT = insert(EVENTS)
+# PostgreSQL: the writing transaction's id (xid8, as bigint) goes into the row with the insert itself
+CURRENT_XACT: ColumnClause[Any] = literal_column("pg_current_xact_id()::text::bigint")
+INSERT_EVENT_PG = insert(EVENTS).values(xact=CURRENT_XACT)
+# what a reader may see of the feed: rows of transactions older than every one still in flight
+OLDEST_XACT_IN_FLIGHT: ColumnClause[Any] = literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
 SELECT_INSTANCE = select(INSTANCES).where(INSTANCES.c.id == bindparam("id"))
 SELECT_MESSAGE = select(MESSAGES).where(MESSAGES.c.id == bindparam("id"))
 SELECT_SPEC = select(SPECS.c.spec).where(SPECS.c.process_key == bindparam("key"),
