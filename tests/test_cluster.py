@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -120,3 +122,32 @@ async def test_a_change_held_open_on_one_instance_stops_no_other_instance_and_th
         assert await ext.runtime.reads.invariant_violations() == []
         resp = await client.post("/v1.0/messages/payment_received", json={"order_id": "HELD", "amount": 1})
         assert resp.status_code == 200 and (await _json(resp))["process_instance"]["id"] == held_id
+
+
+async def test_a_worker_holding_the_sqlite_writer_turn_makes_others_answer_503_within_the_lock_timeout(
+        bpmn_dir: Path, database_url: str, clock: Clock) -> None:
+    """Another worker of the host stopped while it held the writer turn (the ``flock`` next to the database)."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the writer turn is SQLite's")
+    app, ext = make_app(bpmn_dir, database_url, clock, SPIFF_MESSAGES_LOCK_TIMEOUT_SECONDS=0.5)
+    loop = asyncio.get_running_loop()
+    async with app.test_app():
+        client = app.test_client()
+        assert (await client.post("/v1.0/messages/order_received", json={"order_id": "T-1"})).status_code == 200
+        turn = os.open(database_url.removeprefix("sqlite:///") + ".writer-turn", os.O_RDWR)
+        try:
+            fcntl.flock(turn, fcntl.LOCK_EX)
+            for _ in range(2):  # the second waits behind the first's abandoned wait: bounded all the same
+                started = loop.time()
+                resp = await client.post("/v1.0/messages/payment_received", json={"order_id": "T-1", "amount": 1})
+                assert resp.status_code == 503 and (await _json(resp))["error_code"] == "instance_busy"
+                assert resp.headers["Retry-After"]
+                assert loop.time() - started < 0.5 + 2
+            listed = await _json(await client.get("/v1.0/process-instances"))  # reads go on
+            assert listed["pagination"]["total"] == 1
+        finally:
+            fcntl.flock(turn, fcntl.LOCK_UN)
+            os.close(turn)
+        resp = await client.post("/v1.0/messages/payment_received", json={"order_id": "T-1", "amount": 1})
+        assert resp.status_code == 200
+        assert await ext.runtime.reads.invariant_violations() == []

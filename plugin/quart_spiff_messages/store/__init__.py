@@ -45,7 +45,7 @@ from .records import (
     WaitRow,
     record,
 )
-from .sqlite import SqliteStore
+from .sqlite import SqliteStore, WriterTurnTimeout
 
 __all__ = ["MESSAGE_STATUSES", "AlreadyExists", "Busy", "Committed", "EndedWait", "InstanceRecord",
            "MessageFilter", "MessageRecord", "Page", "ServiceCallRecord", "ServiceCallRow", "Store", "TimerRow",
@@ -112,6 +112,8 @@ def fault(exc: BaseException) -> str | None:
                 or "readonly database" in text or "disk i/o error" in text or "unable to open database" in text:
             return "gone"
         return None
+    if isinstance(exc, WriterTurnTimeout):
+        return "busy"
     if isinstance(exc, OSError):  # refused or reset connections, connect timeouts
         return "gone"
     module = type(exc).__module__
