@@ -11,16 +11,25 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import random
 import shutil
+import signal
+import threading
+import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from quart_spiff_messages.store import db
 from quart_spiff_messages.store import statements as sql
+from quart_spiff_messages.testing import invariant_violations, serving
 
 from .conftest import CASES, FIXTURES, Clock, make_app
 
@@ -151,3 +160,214 @@ async def test_a_worker_holding_the_sqlite_writer_turn_makes_others_answer_503_w
         resp = await client.post("/v1.0/messages/payment_received", json={"order_id": "T-1", "amount": 1})
         assert resp.status_code == 200
         assert await ext.runtime.reads.invariant_violations() == []
+
+
+class SilentLink:
+    """A TCP proxy to PostgreSQL that can go silent: while ``silent`` it keeps every connection open, accepts new
+    ones, and forwards nothing either way (a black-hole partition: no RST, no FIN)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.silent = False
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while self.silent:  # a new connection during the cut: accepted, never answered  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        self.writers += [writer, up_writer]
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    if not self.silent:
+                        dst.write(data)
+                        await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in self.writers:
+            w.close()
+
+
+async def test_a_silent_database_link_is_answered_503_within_the_retry_window_then_200(
+        bpmn_dir: Path, database_url: str, clock: Clock) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a network link is PostgreSQL's")
+    url = make_url(database_url)
+    link = SilentLink(url.host or "127.0.0.1", url.port or 5432)
+    port = await link.start()
+    proxied = url.set(port=port).render_as_string(hide_password=False)
+    app, ext = make_app(bpmn_dir, proxied, clock, SPIFF_MESSAGES_LOCK_TIMEOUT_SECONDS=1,
+                        SPIFF_MESSAGES_DATABASE_RETRY_SECONDS=2, SPIFF_MESSAGES_TIMER_INTERVAL_SECONDS=0)
+    loop = asyncio.get_running_loop()
+    try:
+        async with app.test_app():
+            client = app.test_client()
+            assert (await client.post("/v1.0/messages/order_received", json={"order_id": "CUT"})).status_code == 200
+            link.silent = True
+            cut = loop.time()
+            started = loop.time()
+            resp = await client.post("/v1.0/messages/payment_received", json={"order_id": "CUT", "amount": 1})
+            waited = loop.time() - started
+            assert resp.status_code == 503, await _json(resp)
+            assert (await _json(resp))["error_code"] == "database_unavailable" and resp.headers["Retry-After"]
+            # given up after the statement bound (lock timeout + 2 s, the pool's ping included) and a reconnect
+            # (connect timeout: the retry window, 2 s), well within the 10 s cut
+            assert waited < 2 * (1 + 2) + 2 + 1, waited
+            await asyncio.sleep(max(0.0, 10 - (loop.time() - cut)))  # the cut lasts 10 s in all
+            link.silent = False
+            resp = await client.post("/v1.0/messages/payment_received", json={"order_id": "CUT", "amount": 1})
+            assert resp.status_code == 200, await _json(resp)
+            assert await ext.runtime.reads.invariant_violations() == []
+    finally:
+        await link.close()
+
+
+@pytest.mark.bpmn(CASES / "timers")
+async def test_on_postgresql_the_database_clock_decides_whatever_the_host_clock_says(
+        bpmn_dir: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host whose clock is an hour ahead: on PostgreSQL its due times and expiries are the database's, on SQLite
+    (one host) its own. No test clock is given, so the extension keeps the host's ``time.time``."""
+
+    from quart_spiff_messages.pytest_plugin import make_spiff_app
+
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)
+    ext = make_spiff_app(bpmn_dir, database_url, None, {"SPIFF_MESSAGES_TIMER_INTERVAL_SECONDS": 0})
+    assert ext.app is not None
+    async with ext.app.test_app():
+        client = ext.app.test_client()
+        tick = await _json(await client.post("/v1.0/process-instances/tick", json={}))
+        shown = await _json(await client.get(f"/v1.0/process-instances/{tick['process_instance']['id']}"))
+        due = shown["process_instance"]["waiting_for"][0]["due_at_in_seconds"]
+        assert ext.catalog.messages  # the folder has a message to buffer
+        name = sorted(ext.catalog.messages)[0]
+        resp = await client.post(f"/v1.0/messages/{name}", json={"nobody": "waits"},
+                                 query_string={"time_to_live_in_seconds": 60,
+                                               "message_instance_uuid": "00000000-0000-4000-8000-000000000001"})
+        assert resp.status_code == 202, await _json(resp)
+        expires = (await _json(resp))["message_instance"]["expires_at_in_seconds"]
+        events = await ext.events(0, 100)
+    offset = 0 if database_url.startswith("postgresql") else 3600
+    assert abs(due - (real() + offset + 1)) < 5, (due, real())
+    assert abs(expires - (real() + offset + 60)) < 5, (expires, real())
+    assert all(abs(e.created_at - (real() + offset)) < 5 for e in events if e.created_at is not None)
+
+
+def _holds_a_transaction(database_url: str, turn_file: Path) -> bool:
+    """Whether a stopped worker holds a writing transaction: SQLite's writer turn, or a PostgreSQL backend with a
+    transaction id (one that locked or wrote)."""
+    if database_url.startswith("sqlite"):
+        fd = os.open(turn_file, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
+    async def check() -> bool:
+        engine = db.create_engine(database_url, poolclass=NullPool)
+        try:
+            async with engine.connect() as conn:
+                found = await conn.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()"))
+                return bool(found.scalar_one())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(check())
+
+
+def test_a_worker_stopped_inside_a_transaction_holds_no_request_to_another_past_the_lock_timeout(
+        database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two ``serve`` processes on one database; one is SIGSTOPped while it holds a writing transaction (SQLite's
+    writer turn, a PostgreSQL instance lock), for longer than the server's idle-in-transaction timeout on
+    PostgreSQL. Every request to the other is answered within the lock timeout + 2 s; after SIGCONT all completes,
+    nothing is lost or doubled."""
+    lock_timeout = 1.0
+    monkeypatch.setenv("SPIFF_MESSAGES_LOCK_TIMEOUT_SECONDS", str(lock_timeout))
+    monkeypatch.setenv("SPIFF_MESSAGES_DATABASE_RETRY_SECONDS", "2")
+    postgres = database_url.startswith("postgresql")
+    stop_seconds = 12.0 if postgres else 6.0  # PostgreSQL: past idle_in_transaction_session_timeout (10 s here)
+    turn_file = Path(database_url.removeprefix("sqlite:///") + ".writer-turn")
+    with serving(FIXTURES, database_url, tmp_path / "a.log") as a, \
+            serving(FIXTURES, database_url, tmp_path / "b.log") as b, \
+            httpx.Client(timeout=60) as http:
+        waiting = [f"W-{i}" for i in range(6)]
+        for order in waiting:
+            assert http.post(f"{b.url}/messages/order_received", json={"order_id": order}).status_code == 200
+        started: list[str] = []
+        stop_load = threading.Event()
+
+        def load_a() -> None:  # A writes without pause, so a stop lands inside a transaction
+            with httpx.Client(timeout=60) as own:
+                i = 0
+                while not stop_load.is_set():
+                    order = f"A-{i}"
+                    resp = own.post(f"{a.url}/messages/order_received", json={"order_id": order},
+                                    params={"time_to_live_in_seconds": 60,
+                                            "message_instance_uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, order))})
+                    while resp.status_code == 503:  # the same key: answered with the stored outcome if written
+                        time.sleep(0.2)
+                        resp = own.post(f"{a.url}/messages/order_received", json={"order_id": order},
+                                        params={"time_to_live_in_seconds": 60,
+                                                "message_instance_uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, order))})
+                    assert resp.status_code == 200, resp.text
+                    started.append(order)
+                    i += 1
+
+        loader = threading.Thread(target=load_a)
+        loader.start()
+        try:
+            for _ in range(200):
+                time.sleep(random.uniform(0.01, 0.05))
+                os.killpg(a.proc.pid, signal.SIGSTOP)
+                time.sleep(0.05)
+                if _holds_a_transaction(database_url, turn_file):
+                    break
+                os.killpg(a.proc.pid, signal.SIGCONT)
+            else:
+                pytest.fail("the worker was never stopped inside a transaction")
+            stopped_at = time.monotonic()
+            answers: list[tuple[int, str, float]] = []
+            for order in waiting:
+                t = time.monotonic()
+                resp = http.post(f"{b.url}/messages/payment_received", json={"order_id": order, "amount": 1})
+                answers.append((resp.status_code, resp.json().get("error_code", ""), time.monotonic() - t))
+            t = time.monotonic()
+            assert http.get(f"{b.url}/events", params={"after": 0}).status_code == 200
+            assert http.get(f"{b.url}/process-instances").status_code == 200
+            answers.append((200, "reads", time.monotonic() - t))
+            assert max(w for _, _, w in answers) < lock_timeout + 2, answers
+            if postgres:  # other instances go on
+                assert [s for s, _, _ in answers] == [200] * len(answers), answers
+            else:  # one writer: the others are told to come back
+                assert {(s, c) for s, c, _ in answers[:-1]} == {(503, "instance_busy")}, answers
+            time.sleep(max(0.0, stop_seconds - (time.monotonic() - stopped_at)))
+        finally:
+            os.killpg(a.proc.pid, signal.SIGCONT)
+            stop_load.set()
+            loader.join(60)
+        for order in waiting:  # what was refused is sent again: each payment is taken once
+            resp = http.post(f"{b.url}/messages/payment_received", json={"order_id": order, "amount": 1})
+            assert resp.status_code in (200, 400), resp.text
+        instances = http.get(f"{b.url}/process-instances", params={"per_page": 1000}).json()
+        assert instances["pagination"]["total"] == len(waiting) + len(started)  # none lost, none doubled
+        complete = http.get(f"{b.url}/process-instances", params={"status": "complete", "per_page": 1000}).json()
+        assert complete["pagination"]["total"] == len(waiting)
+    assert asyncio.run(invariant_violations(database_url)) == []

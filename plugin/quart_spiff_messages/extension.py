@@ -200,8 +200,9 @@ class SpiffMessages:
     async def _start(self, app: Quart) -> None:
         state: _AppState = app.extensions[EXTENSION_KEY]
         catalog = Catalog.load(state.settings.bpmn_dir)
+        # no clock given (the host's): on PostgreSQL the database's clock decides; a test's clock decides alone
         store = Store(state.settings.database_url, state.clock, state.settings.lock_timeout_seconds,
-                      state.settings.database_retry_seconds)
+                      state.settings.database_retry_seconds, database_clock=self.clock is time.time)
         try:
             await store.upgrade()
             engine = Engine(correlate_from_data=state.settings.correlate_from_data,
@@ -224,7 +225,7 @@ class SpiffMessages:
         await state._runtime.timers.schedule_starts()
         loop = asyncio.get_running_loop()
         state.sweeper = loop.create_task(self._sweep_forever(state))
-        alarm = state.alarm = Alarm(state.clock, state.settings.timer_interval_seconds or 1.0)
+        alarm = state.alarm = Alarm(store.estimated_now, state.settings.timer_interval_seconds or 1.0)
         store.on_due = alarm.due
         if isinstance(self.clock, ManualClock):
             self.clock.listeners.append(alarm.ring)

@@ -157,7 +157,7 @@ async def messages_page() -> str:
     q = query(schemas.MessageListQuery)
     st = state()
     result = await st.runtime.reads.list_messages(_list_filter(q), q.page, q.per_page)
-    now = st.clock()
+    now = st.runtime.store.estimated_now()  # the clock the expiry times were written with
 
     def page_url(number: int) -> str:
         return "?" + urlencode({**{k: v for k, v in request.args.items() if v}, "page": number})

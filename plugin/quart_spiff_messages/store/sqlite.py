@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -82,8 +83,10 @@ class SqliteStore:
             self._waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-turn")
 
     @contextlib.contextmanager
-    def _turn(self, bounded: bool = True) -> Iterator[None]:
-        """The writer turn across this host's workers, waited for at most the lock timeout when ``bounded``."""
+    def _turn(self, bounded: bool = True, deadline: float | None = None) -> Iterator[None]:
+        """The writer turn across this host's workers, waited for at most the lock timeout when ``bounded``, and
+        no later than ``deadline`` (``time.monotonic()``: the lock timeout from when the request queued for the
+        writer thread, so writes queued behind one that waits do not each wait a lock timeout more)."""
         if self._turn_fd is None or self._waiter_fd is None or self._waiter is None:
             yield
             return
@@ -95,16 +98,19 @@ class SqliteStore:
                 fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
                 fd = self._turn_fd
             else:
-                fd = self._wait_for_turn(self._waiter, self._waiter_fd)
+                fd = self._wait_for_turn(self._waiter, self._waiter_fd, deadline)
         try:
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def _wait_for_turn(self, waiter: ThreadPoolExecutor, fd: int) -> int:
+    def _wait_for_turn(self, waiter: ThreadPoolExecutor, fd: int, deadline: float | None) -> int:
+        timeout = self.lock_timeout_seconds
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, deadline - time.monotonic()))
         taken: Future[None] = waiter.submit(fcntl.flock, fd, fcntl.LOCK_EX)
         try:
-            taken.result(timeout=self.lock_timeout_seconds)
+            taken.result(timeout=timeout)
         except FutureTimeout:
             # still queued or blocked: whenever the turn comes, it is let go at once
             def let_go(done: Future[None]) -> None:
@@ -116,9 +122,9 @@ class SqliteStore:
                 f"another worker held the SQLite writer turn for over {self.lock_timeout_seconds:g} s") from None
         return fd
 
-    def write(self, work: Callable[[Session], T]) -> T:
-        """One writing transaction (call it from :attr:`writer`)."""
-        with self._turn(), self._writes() as session, session.begin():
+    def write(self, work: Callable[[Session], T], deadline: float | None = None) -> T:
+        """One writing transaction (call it from :attr:`writer`); ``deadline``: see :meth:`_turn`."""
+        with self._turn(deadline=deadline), self._writes() as session, session.begin():
             return work(session)
 
     def read(self, work: Callable[[Session], T]) -> T:

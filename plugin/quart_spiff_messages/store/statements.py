@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql.elements import ColumnClause
+from sqlalchemy.sql.selectable import Select
 
 from .models import (
     CatalogGeneration,
@@ -72,6 +73,11 @@ CLAIM_MESSAGE = (update(MESSAGES).where(MESSAGES.c.id == bindparam("_id"), MESSA
                  .values(status="running", updated_at=bindparam("now")).returning(*MESSAGES.columns))
 DELETE_MESSAGE_KEYS = delete(MESSAGE_KEYS).where(MESSAGE_KEYS.c.message_instance_id == bindparam("id"))
 LOCK_INSTANCE = SELECT_INSTANCE.with_for_update()
+# the database's time, in seconds since the epoch, read after the locks of the statement that carries it
+DATABASE_NOW_SQL = "extract(epoch from clock_timestamp())::float8"
+DATABASE_NOW: Select[Any] = select(literal_column(DATABASE_NOW_SQL))
+LOCK_INSTANCE_AT = (select(INSTANCES, literal_column(DATABASE_NOW_SQL).label("db_now"))
+                    .where(INSTANCES.c.id == bindparam("id")).with_for_update(of=INSTANCES))
 SAVE_INSTANCE = (update(INSTANCES).where(INSTANCES.c.id == bindparam("_id"))
                  .values(state=bindparam("state"), status=bindparam("status"),
                          correlations=bindparam("correlations"), error=bindparam("error"),
