@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -370,4 +370,77 @@ def test_a_worker_stopped_inside_a_transaction_holds_no_request_to_another_past_
         assert instances["pagination"]["total"] == len(waiting) + len(started)  # none lost, none doubled
         complete = http.get(f"{b.url}/process-instances", params={"status": "complete", "per_page": 1000}).json()
         assert complete["pagination"]["total"] == len(waiting)
+    assert asyncio.run(invariant_violations(database_url)) == []
+
+
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")  # Debian's faketime
+
+
+@contextlib.contextmanager
+def skewed(seconds: int) -> Iterator[None]:
+    """Processes started in the block see their wall clock ``seconds`` off (libfaketime; monotonic time is
+    left alone)."""
+    saved = {k: os.environ.get(k) for k in ("LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC")}
+    os.environ.update(LD_PRELOAD=str(LIBFAKETIME), FAKETIME=f"{seconds:+d}s", FAKETIME_DONT_FAKE_MONOTONIC="1")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.mark.skipif(not LIBFAKETIME.exists(), reason="libfaketime is not installed (apt-get install faketime)")
+def test_two_hosts_with_clocks_30_s_apart_fire_no_timer_early_or_twice_and_expire_nothing_early(
+        database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two ``serve`` processes on one database, one 30 s ahead and one 30 s behind. Work is started on the host
+    that is behind; the host that is ahead must not fire its timers early, nor expire what it buffered. (On SQLite,
+    one host, the host's clock is the clock: there the point is that the two still agree with themselves.)"""
+    monkeypatch.setenv("SPIFF_MESSAGES_TIMER_INTERVAL_SECONDS", "0.2")
+    monkeypatch.setenv("SPIFF_MESSAGES_SWEEP_INTERVAL_SECONDS", "0.2")
+    if not database_url.startswith("postgresql"):
+        pytest.skip("one host has one clock: the skew is PostgreSQL's, where hosts share the database")
+    timers = CASES / "timers"
+    with skewed(+30), serving(timers, database_url, tmp_path / "ahead.log") as ahead, \
+            skewed(-30), serving(timers, database_url, tmp_path / "behind.log") as behind, \
+            httpx.Client(timeout=30) as http:
+        began: dict[int, float] = {}
+        for i in range(3):
+            began[http.post(f"{behind.url}/process-instances/boundary",
+                            json={"order_id": f"SK-{i}"}).json()["process_instance"]["id"]] = time.time()
+        ticks = {}
+        for _ in range(2):
+            ticks[http.post(f"{behind.url}/process-instances/tick", json={}).json()["process_instance"]["id"]] = \
+                time.time()
+        buffered_at = time.time()
+        resp = http.post(f"{behind.url}/messages/boundary_reply", json={"order_id": "SK-LATE"},
+                         params={"time_to_live_in_seconds": 20, "message_instance_uuid": str(uuid.uuid4())})
+        assert resp.status_code == 202, resp.text
+        expires = resp.json()["message_instance"]["expires_at_in_seconds"]
+        assert buffered_at + 20 - 2 <= expires <= buffered_at + 20 + 2, (expires, buffered_at)
+        time.sleep(1.0)  # the replies come 1 s after their start, the timeouts are due after 2 s
+        replied = next(iter(began))
+        reply = http.post(f"{ahead.url}/messages/boundary_reply", json={"order_id": "SK-0"})
+        assert reply.status_code == 200, reply.text
+        time.sleep(2.0)  # the sweep of both hosts ran many times: the buffered reply is still there
+        late = http.post(f"{ahead.url}/process-instances/boundary", json={"order_id": "SK-LATE"}).json()
+        assert late["process_instance"]["status"] == "complete" and late["task_data"]["outcome"] == "reply", late
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            done = http.get(f"{ahead.url}/process-instances", params={"status": "complete", "per_page": 100}).json()
+            if done["pagination"]["total"] >= len(began) + len(ticks) + 1:
+                break
+            time.sleep(0.2)
+        events = http.get(f"{ahead.url}/events", params={"after": 0, "limit": 1000}).json()["results"]
+    fired: dict[int, list[float]] = {}
+    for e in events:
+        if e["kind"] == "timer_fired":
+            fired.setdefault(e["process_instance_id"], []).append(e["created_at_in_seconds"])
+    due = {i: t + 2 for i, t in began.items() if i != replied} | {i: t + 1 for i, t in ticks.items()}
+    assert set(fired) == set(due), (fired, due)  # the replied one's timeout never fired
+    for instance, times in fired.items():
+        assert len(times) == 1, (instance, times)  # never twice
+        assert times[0] >= due[instance] - 0.05, (instance, times[0] - due[instance])  # never early
     assert asyncio.run(invariant_violations(database_url)) == []
