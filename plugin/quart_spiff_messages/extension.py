@@ -133,6 +133,10 @@ class SpiffMessages:
         the action of each URI it is given); ``GET /status`` asks it about list_messages. Signals
         (``quart_spiff_messages.events``) go out after each commit, with the app as sender.
 
+        ``clock`` (a test's :class:`~quart_spiff_messages.clock.ManualClock`) decides every time alone; without one
+        the time of each transaction is the database's on PostgreSQL (one clock for every host) and ``time.time``
+        on SQLite.
+
         ``script_functions`` (or the :meth:`script_function` decorator) are functions BPMN scripts and expressions
         can call; one with a ``context`` parameter gets a :class:`~quart_spiff_messages.scripts.ScriptContext`
         (instance, process, task, and ``caller``: what ``identify(request)`` returned, or the mapping ``authorize``

@@ -57,8 +57,8 @@ __all__ = ["MESSAGE_STATUSES", "AlreadyExists", "Busy", "Committed", "EndedWait"
 T = TypeVar("T")
 RETRY_STATES = {"40P01", "40001"}  # deadlock detected, serialization failure: run the transaction again
 BUSY_STATES = {"55P03"}  # lock_not_available: lock_timeout ran out
-# admin shutdown (a killed backend), crash shutdown, cannot connect now (starting or shutting down), and class 08
-GONE_STATES = {"57P01", "57P02", "57P03"}
+# admin shutdown (a killed backend), crash shutdown, cannot connect now (starting or shutting down), and class 08;
+GONE_STATES = {"57P01", "57P02", "57P03", "57014"}  # and query_canceled: the statement bound (db.Bounds) ran out
 FULL_STATES = {"53100"}  # disk_full
 ATTEMPTS = 4
 FINISHED = ("completed", "cancelled", "not_accepted", "failed")
