@@ -240,7 +240,7 @@ def small_volume(path: Path, size: str = "4m") -> Iterator[Path]:
 def fill(volume: Path) -> Path:
     """Write a file until the volume has no space left."""
     filler = volume / "filler"
-    with open(filler, "wb") as f:
+    with open(filler, "wb", buffering=0) as f:  # unbuffered: no leftover for close() to fail on
         with contextlib.suppress(OSError):
             while True:
                 f.write(b"\0" * 65536)
