@@ -143,7 +143,7 @@ async def _throw_away(session: AsyncSession) -> None:
     """Drop a connection that failed or went silent without a word to the server (a rollback on a silent link
     would wait for the statement bound again); the server ends its backend, and its locks, on its own."""
     with contextlib.suppress(Exception):
-        await (await session.connection()).invalidate()
+        await session.invalidate()  # the connections it holds, if any: it opens none
 
 
 class CommitUnknown(Exception):

@@ -52,7 +52,8 @@ class Bounds:
 
     @property
     def connect_seconds(self) -> float:
-        return max(1.0, min(self.retry_seconds, 5.0))
+        """A connect on a silent link is tried about twice (the pool's ping, then the retry) within the window."""
+        return max(1.0, min(self.retry_seconds / 2, 2.5))
 
     @property
     def idle_in_transaction_seconds(self) -> float:
