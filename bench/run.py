@@ -20,7 +20,12 @@ PASS/FAIL. Waiters are inserted straight into the database while the servers run
 server started; see bench/README.md): 100,000 of them over HTTP would take about a quarter of an hour.
 
     python bench/run.py --quick                        # W up to 10,000, 100 requests: a smoke run
+    python bench/run.py --scale-out --pg-url postgresql://postgres@127.0.0.1:5432/postgres  # scale-out only
     python bench/run.py --pg-url postgresql://postgres@127.0.0.1:5432/postgres --output results.json
+
+--scale-out runs only PostgreSQL throughput: 1 worker, 2 workers of one ``serve``, and 2 ``serve`` processes of 1
+worker each on one database (the clients split between them), with the share of busy backends waiting for a lock
+(pg_stat_activity sampled every 20 ms while the clients run).
 
 --pg-url is an administrative URL: the benchmark creates scratch databases spiff_bench_<random>_<n>w on that
 server for its PostgreSQL runs and drops them at the end. The code measured is the importable
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -311,13 +317,16 @@ class Site:
     """One ``spiff-messages serve`` with its database, a keep-alive HTTP client and the order ids that wait there."""
 
     def __init__(self, name: str, database_url: str, workers: int, folder: Path,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, processes: int = 1) -> None:
         self.name = name
         self.database_url = database_url
-        self.workers = workers
+        self.workers = workers  # per serve process
         self.loop = loop
-        self.log = folder / f"serve-{name.replace(' ', '-').replace('=', '').replace(',', '')}.log"
-        self.server = Server(BPMN_DIR, database_url, workers=workers, log=self.log)
+        stem = f"serve-{name.replace(' ', '-').replace('=', '').replace(',', '')}"
+        self.logs = [folder / f"{stem}{f'-{i}' if i else ''}.log" for i in range(processes)]
+        self.log = self.logs[0]
+        self.servers = [Server(BPMN_DIR, database_url, workers=workers, log=log) for log in self.logs]
+        self.server = self.servers[0]
         self.http: httpx.Client | None = None
         self.seeder: Seeder | None = None
         self.pool: list[str] = []  # order ids that wait for their payment
@@ -328,15 +337,20 @@ class Site:
     def url(self) -> str:
         return self.server.url
 
+    @property
+    def urls(self) -> list[str]:
+        return [srv.url for srv in self.servers]
+
     def ready(self, timeout: float = 120.0) -> None:
         """Wait until every worker has started (each logs "Running on"), then create the template instance."""
-        self.server.wait_ready(timeout)
-        deadline = time.monotonic() + timeout
-        while self.log.read_text(errors="replace").count("Running on") < self.workers:
-            if self.server.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"not all {self.workers} workers of {self.name} started; see {self.log}")
-            time.sleep(0.1)
-        if len(self.pids()) != self.workers:
+        for server, log in zip(self.servers, self.logs, strict=True):
+            server.wait_ready(timeout)
+            deadline = time.monotonic() + timeout
+            while log.read_text(errors="replace").count("Running on") < self.workers:
+                if server.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"not all {self.workers} workers of {self.name} started; see {log}")
+                time.sleep(0.1)
+        if len(self.pids()) != self.workers * len(self.servers):
             raise RuntimeError(f"{self.name}: expected {self.workers} worker processes, found {self.pids()}")
         self.http = httpx.Client(base_url=self.url, timeout=60)
         self.seeder = Seeder(self.database_url)
@@ -347,7 +361,7 @@ class Site:
         self.pool.append(TEMPLATE_ID)
 
     def pids(self) -> list[int]:
-        return worker_pids(self.server.proc.pid)
+        return [pid for srv in self.servers for pid in worker_pids(srv.proc.pid)]
 
     def post(self, name: str, payload: dict[str, Any]) -> tuple[float, httpx.Response]:
         assert self.http is not None
@@ -398,7 +412,8 @@ class Site:
             self.http.close()
         if self.seeder is not None:
             self.loop.run_until_complete(self.seeder.dispose())
-        self.server.stop()
+        for server in self.servers:
+            server.stop()
 
 
 # -- latency scenarios ---------------------------------------------------------------------------------------------
@@ -518,12 +533,15 @@ class Run:
     client_cpu: float = 0.0
 
 
-async def deliver_all(url: str, order_ids: list[str], clients: int, run: Run | None) -> None:
-    """One payment to each order id from ``clients`` clients at once, each with one keep-alive connection."""
+async def deliver_all(url: str | list[str], order_ids: list[str], clients: int, run: Run | None) -> None:
+    """One payment to each order id from ``clients`` clients at once, each with one keep-alive connection (to the
+    servers of ``url`` in turn when it is a list)."""
     queue = list(reversed(order_ids))
+    urls = [url] if isinstance(url, str) else url
 
-    async def client() -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=1)) as http:
+    async def client(k: int) -> None:
+        async with httpx.AsyncClient(base_url=urls[k % len(urls)], timeout=60,
+                                     limits=httpx.Limits(max_connections=1)) as http:
             while queue:
                 oid = queue.pop()
                 t0 = time.perf_counter()
@@ -544,7 +562,54 @@ async def deliver_all(url: str, order_ids: list[str], clients: int, run: Run | N
                 if not ok and (run is None or run.unexpected <= 3):
                     say(f"  ! throughput: unexpected answer {describe(resp)}")
 
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(*(client(k) for k in range(clients)))
+
+
+class LockSampler:
+    """Samples pg_stat_activity of one database every ``interval`` s in a thread of its own while running: how many
+    of its active backends wait for a lock (``wait_event_type = 'Lock'``: row, advisory and transaction-id locks)."""
+
+    def __init__(self, database_url: str, interval: float = 0.02) -> None:
+        self.url = make_url(database_url)
+        self.interval = interval
+        self.active = self.waiting = self.samples = 0
+        self._running = False
+        self._thread: Any = None
+
+    async def _sample(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(host=self.url.host, port=self.url.port or 5432, user=self.url.username,
+                                     password=self.url.password, database="postgres")
+        try:
+            while self._running:
+                row = await conn.fetchrow(
+                    "SELECT count(*) FILTER (WHERE state = 'active') AS active, "
+                    "count(*) FILTER (WHERE state = 'active' AND wait_event_type = 'Lock') AS waiting "
+                    "FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", self.url.database)
+                self.active += int(row["active"])
+                self.waiting += int(row["waiting"])
+                self.samples += 1
+                await asyncio.sleep(self.interval)
+        finally:
+            await conn.close()
+
+    def __enter__(self) -> LockSampler:
+        import threading
+
+        self._running = True
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._sample()), daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._running = False
+        self._thread.join(5)
+
+    @property
+    def share(self) -> float | None:
+        """Of the backends found busy, the share waiting for a lock."""
+        return self.waiting / self.active if self.active else None
 
 
 def throughput(label: str, sites: list[Site], n: int, clients: int) -> list[Stat]:
@@ -556,22 +621,30 @@ def throughput(label: str, sites: list[Site], n: int, clients: int) -> list[Stat
         site.fill(n + warm + 1)
         site.pool.remove(TEMPLATE_ID)
         ids[site.name] = site.pool[: n + warm]
-        loop.run_until_complete(deliver_all(site.url, ids[site.name][:warm], clients, None))
+        loop.run_until_complete(deliver_all(site.urls, ids[site.name][:warm], clients, None))
     runs = {site.name: Run() for site in sites}
+    samplers = {site.name: LockSampler(site.database_url) for site in sites
+                if make_url(site.database_url).get_backend_name().startswith("postgres")}
     for at in range(warm, warm + n, CHUNK):
         for site in sites:
             run, pids = runs[site.name], site.pids()
             cpu0, client0, t0 = cpu_seconds(pids), time.process_time(), time.perf_counter()
-            loop.run_until_complete(deliver_all(site.url, ids[site.name][at:min(at + CHUNK, warm + n)], clients,
-                                                run))
+            sampler = samplers.get(site.name)
+            with sampler if sampler is not None else contextlib.nullcontext():
+                loop.run_until_complete(deliver_all(site.urls, ids[site.name][at:min(at + CHUNK, warm + n)],
+                                                    clients, run))
             run.elapsed += time.perf_counter() - t0
             run.server_cpu += cpu_seconds(pids) - cpu0
             run.client_cpu += time.process_time() - client0
     out = []
     for site in sites:
         run = runs[site.name]
+        sampler = samplers.get(site.name)
+        share = sampler.share if sampler is not None else None
+        shape = f"{len(site.servers)}x{site.workers}w" if len(site.servers) > 1 else f"{site.workers}w"
         out.append(make_stat(f"throughput {site.name}, {clients} clients", run.latencies, run.elapsed,
-                             run.statuses, run.unexpected, workers=site.workers, site=site.name,
+                             run.statuses, run.unexpected, workers=site.workers * len(site.servers), site=site.name,
+                             shape=shape, lock_wait_share=None if share is None else round(share, 3),
                              server_cpu_ms_per_msg=round(run.server_cpu / max(1, len(run.latencies)) * 1000, 2),
                              client_cpu_share=round(run.client_cpu / run.elapsed, 2)))
     return out
@@ -693,7 +766,11 @@ def parse_args() -> argparse.Namespace:
                              "servers run the throughput scenarios too, in turns with this code's, for the "
                              "throughput goals of issue 24")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (databases, server logs)")
+    parser.add_argument("--scale-out", action="store_true",
+                        help="only PostgreSQL throughput: 1 worker, 2 workers, 2 serve processes (needs --pg-url)")
     args = parser.parse_args()
+    if args.scale_out and not args.pg_url:
+        parser.error("--scale-out needs --pg-url")
     args.requests = args.requests or (100 if args.quick else 300)
     args.throughput_requests = args.throughput_requests or (500 if args.quick else 2000)
     args.max_waiting = args.max_waiting or (10_000 if args.quick else 100_000)
@@ -705,15 +782,17 @@ def parse_args() -> argparse.Namespace:
 
 
 def start_sites(specs: list[tuple[str, str, int, Path | None]], folder: Path, loop: asyncio.AbstractEventLoop,
-                sites: list[Site]) -> list[Site]:
-    """Start servers together, then wait for each; every started one goes into ``sites`` (stopped by the caller)."""
+                sites: list[Site], processes: dict[str, int] | None = None) -> list[Site]:
+    """Start servers together, then wait for each; every started one goes into ``sites`` (stopped by the caller).
+
+    A spec's last field: the plugin/ folder of another version to serve (None: this code)."""
     new = []
     for name, url, workers, plugin in specs:
         saved = os.environ.get("PYTHONPATH")
         if plugin is not None:  # the server (and its workers) import the baseline's quart_spiff_messages
             os.environ["PYTHONPATH"] = str(plugin)
         try:
-            site = Site(name, url, workers, folder, loop)
+            site = Site(name, url, workers, folder, loop, (processes or {}).get(name, 1))
         finally:
             if plugin is not None:
                 if saved is None:
@@ -784,6 +863,38 @@ def latency(args: argparse.Namespace, counts: list[int], folder: Path, loop: asy
             problems[f"latency {site.name}"] = log_problems(site.log)
 
 
+def scale_out(args: argparse.Namespace, folder: Path, loop: asyncio.AbstractEventLoop, scratch: Scratch,
+              problems: dict[str, dict[str, int]]) -> int:
+    """PostgreSQL throughput of 1 worker, 2 workers of one serve and 2 serve processes, taking turns in chunks,
+    with the share of busy backends waiting for a lock."""
+    specs: list[tuple[str, str, int, Path | None]] = [
+        (f"postgresql {shape}", loop.run_until_complete(scratch.create(shape)), workers, None)
+        for shape, workers in (("1w", 1), ("2w", 2), ("2x1w", 1))]
+    sites: list[Site] = []
+    tput: dict[str, Stat] = {}
+    try:
+        start_sites(specs, folder, loop, sites, processes={"postgresql 2x1w": 2})
+        for s in throughput("postgresql", sites, args.throughput_requests, args.clients):
+            tput[s.extra["shape"]] = s
+            share = s.extra["lock_wait_share"]
+            say(s.line() + f"  server CPU {s.extra['server_cpu_ms_per_msg']} ms/msg, lock waits "
+                + ("n/a" if share is None else f"{share:.1%}") + " of busy backends")
+        one = tput["1w"].msgs_per_s
+        say(f"2 workers / 1 worker = {tput['2w'].msgs_per_s / one:.2f}; "
+            f"2 serve processes / 1 = {tput['2x1w'].msgs_per_s / one:.2f}")
+    finally:
+        for site in sites:
+            site.stop()
+            for log in site.logs:
+                problems[f"throughput {site.name} {log.name}"] = log_problems(log)
+    for where, found in problems.items():
+        say(f"server log, {where}: " + ("; ".join(f"{n} x {line}" for line, n in found.items()) if found
+                                        else "no errors"))
+    if args.output:
+        args.output.write_text(json.dumps({"throughput": [asdict(s) for s in tput.values()]}, indent=2) + "\n")
+    return 1 if any(s.unexpected for s in tput.values()) or any(problems.values()) else 0
+
+
 def main() -> int:
     args = parse_args()
     began = time.monotonic()
@@ -810,6 +921,9 @@ def main() -> int:
     tput: dict[str, Stat] = {}
     scratch = Scratch(args.pg_url) if args.pg_url else None
     try:
+        if args.scale_out:
+            assert scratch is not None
+            return scale_out(args, folder, loop, scratch, problems)
         stats, memory = latency(args, counts, folder, loop, problems)
 
         say()

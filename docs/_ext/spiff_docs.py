@@ -87,11 +87,14 @@ CONFIG_KEYS: dict[str, tuple[str, str, str]] = {
                        "the exact text this worker saved (another worker's change, or one that rolled back, is "
                        "loaded afresh). `0`: every change loads the instance from its state."),
     "LOCK_TIMEOUT_SECONDS": ("app", "number ≥ 0",
-                             "How long a message waits for a busy instance before `503 instance_busy` with "
-                             "`Retry-After`."),
+                             "How long a message waits for a busy instance (PostgreSQL's row lock; SQLite's writer "
+                             "turn across the workers of a host) before `503 instance_busy` with `Retry-After`. On "
+                             "PostgreSQL it also sets the statement bound: a statement unanswered after this + 2 s "
+                             "(a silent link) is given up (see the PostgreSQL how-to)."),
     "DATABASE_RETRY_SECONDS": ("app", "number ≥ 0",
                                "How long a transaction that lost the database (a dropped or refused connection, a "
-                               "server shutting down, a read-only SQLite file) is run again on a fresh connection "
+                               "server shutting down, a link gone silent, a read-only SQLite file) is run again on a "
+                               "fresh connection "
                                "before the client gets `503 database_unavailable` with `Retry-After`. A full disk "
                                "is `507 insufficient_storage` at once."),
     "API_KEY": ("app", "string, or strings separated by commas",

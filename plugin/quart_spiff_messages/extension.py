@@ -142,6 +142,10 @@ class SpiffMessages:
         buttons ask for the action of the operation each stands for. Signals
         (``quart_spiff_messages.events``) go out after each commit, with the app as sender.
 
+        ``clock`` (a test's :class:`~quart_spiff_messages.clock.ManualClock`) decides every time alone; without one
+        the time of each transaction is the database's on PostgreSQL (one clock for every host) and ``time.time``
+        on SQLite.
+
         ``script_functions`` (or the :meth:`script_function` decorator) are functions BPMN scripts and expressions
         can call; one with a ``context`` parameter gets a :class:`~quart_spiff_messages.scripts.ScriptContext`
         (instance, process, task, and ``caller``: what ``identify(request)`` returned, or the mapping ``authorize``
@@ -210,8 +214,9 @@ class SpiffMessages:
     async def _start(self, app: Quart) -> None:
         state: _AppState = app.extensions[EXTENSION_KEY]
         catalog = Catalog.load(state.settings.bpmn_dir)
+        # no clock given (the host's): on PostgreSQL the database's clock decides; a test's clock decides alone
         store = Store(state.settings.database_url, state.clock, state.settings.lock_timeout_seconds,
-                      state.settings.database_retry_seconds)
+                      state.settings.database_retry_seconds, database_clock=self.clock is time.time)
         try:
             await store.upgrade()
             engine = Engine(correlate_from_data=state.settings.correlate_from_data,
@@ -234,7 +239,7 @@ class SpiffMessages:
         await state._runtime.timers.schedule_starts()
         loop = asyncio.get_running_loop()
         state.sweeper = loop.create_task(self._sweep_forever(state))
-        alarm = state.alarm = Alarm(state.clock, state.settings.timer_interval_seconds or 1.0)
+        alarm = state.alarm = Alarm(store.estimated_now, state.settings.timer_interval_seconds or 1.0)
         store.on_due = alarm.due
         if isinstance(self.clock, ManualClock):
             self.clock.listeners.append(alarm.ring)

@@ -224,7 +224,7 @@ class Services:
                 await asyncio.gather(*list(self._running.values()), return_exceptions=True)
                 continue
             due = await self.next_due()
-            if due is None or due > store.clock():
+            if due is None or due > store.estimated_now():
                 return
             await asyncio.sleep(0.01)  # claimed by a transaction that has not committed yet
 

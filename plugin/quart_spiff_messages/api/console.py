@@ -117,7 +117,7 @@ async def messages() -> str:
     counterparts = [r.message.counterpart_id for r in result.rows
                     if r.message.process_instance_id is None and r.message.counterpart_id is not None]
     reached = await reads.instances_of_messages(counterparts)
-    now = st.clock()
+    now = st.runtime.store.estimated_now()  # the clock the times were written with
     rows = [cv.message_row(r.message, now, r.message.process_instance_id if r.message.process_instance_id is not None
                            else reached.get(r.message.counterpart_id or 0)) for r in result.rows]
     processes = sorted(st.runtime.catalog.processes)
@@ -158,7 +158,7 @@ async def instance(instance_id: str) -> str:
     drawn = spawner.called_process if spawner is not None and spawner.called_process else row.process_id
     listed = await reads.list_messages(MessageFilter(process_instance_id=number), 1, 100)
     events = await reads.instance_events(number, 50)
-    now = st.clock()
+    now = st.runtime.store.estimated_now()  # the clock the times were written with
     return await render_template(
         "spiff_messages/console/instance.html", base=_base(), section="instances", row=row, view=view,
         name=reads.display_name(row.process_key, row.process_id), data=dumps_text(view.data, indent=2),

@@ -321,8 +321,8 @@ def _services() -> Services:
 async def read_events() -> Response:
     """The durable event feed, oldest first: instances started, waiting, completed, errored; messages delivered,
     buffered, not accepted, expired, cancelled; tasks ready. Each event is written in the transaction of its
-    change and ids are in commit order: keep the last id you handled and ask for those `after` it (at least
-    once). Purged with the messages (`SPIFF_MESSAGES_RETENTION_DAYS`)."""
+    change; an event that commits late is shown late, never skipped (see Guarantees). Keep the last id you
+    handled and ask for those `after` it (at least once). Purged with the messages (`SPIFF_MESSAGES_RETENTION_DAYS`)."""
     q = query(schemas.EventQuery)
     found = await state().runtime.reads.events(q.after, q.limit)
     return _ok({"results": [ev.as_json() for ev in found], "next_after": found[-1].id if found else q.after})

@@ -13,6 +13,7 @@ import contextvars
 import dataclasses
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -24,6 +25,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from ..clock import Clock
 from ..correlation import KeyValue
@@ -46,7 +48,7 @@ from .records import (
     WaitRow,
     record,
 )
-from .sqlite import SqliteStore
+from .sqlite import SqliteStore, WriterTurnTimeout
 
 __all__ = ["MESSAGE_STATUSES", "AlreadyExists", "Busy", "Committed", "EndedWait", "InstanceRecord",
            "MessageFilter", "MessageRecord", "Page", "ServiceCallRecord", "ServiceCallRow", "Store", "TimerRow",
@@ -55,8 +57,8 @@ __all__ = ["MESSAGE_STATUSES", "AlreadyExists", "Busy", "Committed", "EndedWait"
 T = TypeVar("T")
 RETRY_STATES = {"40P01", "40001"}  # deadlock detected, serialization failure: run the transaction again
 BUSY_STATES = {"55P03"}  # lock_not_available: lock_timeout ran out
-# admin shutdown (a killed backend), crash shutdown, cannot connect now (starting or shutting down), and class 08
-GONE_STATES = {"57P01", "57P02", "57P03"}
+# admin shutdown (a killed backend), crash shutdown, cannot connect now (starting or shutting down), and class 08;
+GONE_STATES = {"57P01", "57P02", "57P03", "57014"}  # and query_canceled: the statement bound (db.Bounds) ran out
 FULL_STATES = {"53100"}  # disk_full
 ATTEMPTS = 4
 FINISHED = ("completed", "cancelled", "not_accepted", "failed")
@@ -109,11 +111,16 @@ def fault(exc: BaseException) -> str | None:
             return "busy"
         if state in FULL_STATES or "database or disk is full" in text:
             return "full"
+        if isinstance(exc.orig, (OSError, asyncio.TimeoutError)) \
+                or isinstance(getattr(exc.orig, "__cause__", None), (OSError, asyncio.TimeoutError)):
+            return "gone"
         if exc.connection_invalidated or state in GONE_STATES or (state or "").startswith("08") \
                 or "readonly database" in text or "disk i/o error" in text or "unable to open database" in text:
             return "gone"
         return None
-    if isinstance(exc, OSError):  # refused or reset connections, connect timeouts
+    if isinstance(exc, WriterTurnTimeout):
+        return "busy"
+    if isinstance(exc, (OSError, asyncio.TimeoutError)):  # refused, reset or silent connections; connect timeouts
         return "gone"
     module = type(exc).__module__
     if module.startswith("asyncpg"):  # raised by asyncpg before SQLAlchemy could wrap it (at connect)
@@ -130,6 +137,13 @@ def _summary(exc: BaseException) -> str:
     """The driver's own words, without SQLAlchemy's statement and link (an answer must not carry them)."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+async def _throw_away(session: AsyncSession) -> None:
+    """Drop a connection that failed or went silent without a word to the server (a rollback on a silent link
+    would wait for the statement bound again); the server ends its backend, and its locks, on its own."""
+    with contextlib.suppress(Exception):
+        await session.invalidate()  # the connections it holds, if any: it opens none
 
 
 class CommitUnknown(Exception):
@@ -168,7 +182,7 @@ class Store:
     """
 
     def __init__(self, url: str, clock: Clock, lock_timeout_seconds: float = 5.0,
-                 unavailable_seconds: float = 5.0) -> None:
+                 unavailable_seconds: float = 5.0, database_clock: bool = False) -> None:
         self.url = db.normalize_url(url)
         self.clock = clock
         self.unavailable_seconds = unavailable_seconds  # how long a lost database is retried before a 503
@@ -177,20 +191,35 @@ class Store:
         # called after a commit that wrote a timer, with its nearest due time (the timer scheduler wakes early)
         self.on_due: Callable[[float], None] | None = None
         self.dialect = make_url(self.url).get_backend_name()
+        # PostgreSQL, several hosts: the time of a transaction is the database's (see ``Tx.now``)
+        self.database_clock = database_clock and self.dialect == "postgresql"
+        self.clock_offset = 0.0  # the database's clock less this host's, as last seen by a transaction
         self._pg: async_sessionmaker[AsyncSession] | None = None
         self._sqlite: SqliteStore | None = None
         if self.dialect == "sqlite":
             self._sqlite = SqliteStore(self.url, lock_timeout_seconds)
         else:
-            self.engine: AsyncEngine = db.create_engine(self.url, lock_timeout_seconds=lock_timeout_seconds)
+            self.engine: AsyncEngine = db.create_engine(self.url, lock_timeout_seconds=lock_timeout_seconds,
+                                                        retry_seconds=unavailable_seconds)
+            self._lock_timeout_seconds = lock_timeout_seconds
             self._pg = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    def estimated_now(self) -> float:
+        """The time a transaction would read now, without asking: for how long to wait locally (when the next
+        timer is due), never to decide what is due (a transaction decides that with its own time)."""
+        return self.clock() + self.clock_offset
 
     async def upgrade(self, revision: str = "head") -> None:
         """Apply the Alembic migrations (workers starting together take turns)."""
         if self._sqlite is not None:
             await asyncio.to_thread(self._sqlite.upgrade, revision)
-        else:
-            await db.upgrade(self.engine, revision)
+        else:  # on an engine of its own: a migration's statements may take long
+            engine = db.create_engine(self.url, lock_timeout_seconds=self._lock_timeout_seconds, bounded=False,
+                                      poolclass=NullPool)
+            try:
+                await db.upgrade(engine, revision)
+            finally:
+                await engine.dispose()
 
     async def dispose(self) -> None:
         if self._sqlite is not None:
@@ -213,19 +242,27 @@ class Store:
             sqlite = self._sqlite
             if write:
                 context = contextvars.copy_context()  # the request's (who the caller is, for host functions)
+                deadline = time.monotonic() + sqlite.lock_timeout_seconds  # counted from the queueing
                 done = await asyncio.get_running_loop().run_in_executor(
-                    sqlite.writer, lambda: context.run(sqlite.write, body))
+                    sqlite.writer, lambda: context.run(sqlite.write, body, deadline))
             else:
                 done = await asyncio.to_thread(sqlite.read, body)
         else:
             assert self._pg is not None
             async with self._pg() as session:  # begins on first use; closing it rolls back what did not commit
-                done = await session.run_sync(body)
+                try:
+                    done = await session.run_sync(body)
+                except Exception as exc:
+                    if fault(exc) == "gone":
+                        await _throw_away(session)
+                    raise
                 try:
                     await session.commit()
                 except Exception as exc:
-                    if write and fault(exc) == "gone":
-                        raise CommitUnknown(str(exc)) from exc
+                    if fault(exc) == "gone":
+                        await _throw_away(session)
+                        if write:
+                            raise CommitUnknown(str(exc)) from exc
                     raise
         for hook in hooks:
             hook()
@@ -250,7 +287,9 @@ class Store:
         ``unavailable_seconds``, with growing pauses); a transaction that failed rolled back, so running it again
         is safe. Never again after a commit whose outcome is unknown."""
         conflicts, pause, deadline = 0, 0.05, None
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()  # a silent link fails only after the statement bound: the window counts from here
             try:
                 return await self._once(work, write=write)
             except IntegrityError as exc:
@@ -273,8 +312,8 @@ class Store:
                         "The database's disk is full; nothing was written. Retry once space is freed.") from exc
                 if kind != "gone":
                     raise
-                now = asyncio.get_running_loop().time()
-                deadline = deadline if deadline is not None else now + self.unavailable_seconds
+                now = loop.time()
+                deadline = deadline if deadline is not None else started + self.unavailable_seconds
                 if now >= deadline:
                     raise DatabaseUnavailable(
                         f"The database could not be reached for {self.unavailable_seconds:g} s "
@@ -313,12 +352,28 @@ class Tx:
     def __init__(self, session: Session, store: Store) -> None:
         self.session = session
         self.store = store
-        self.now = store.clock()
+        self._now: float | None = None if store.database_clock else store.clock()
         self.outbox: list[int] = []
         self.events: list[Event] = []
         self.next_due: float | None = None
         self._next_id: int | None = None  # SQLite: the next id of the space messages and waits share
         self.after_commit: list[Callable[[], None]] = []  # run once it committed (never after a rollback)
+
+    @property
+    def now(self) -> float:
+        """The time of this transaction, read once: the store's clock, or on PostgreSQL shared by several hosts
+        the database's (one clock for every due time, expiry, lease and event time, whatever host's clock is
+        wrong). It comes with the first lock statement when one comes first (no round trip of its own on the
+        message path), else from a statement of its own."""
+        if self._now is None:
+            self._saw_time(self.conn.execute(sql.DATABASE_NOW).scalar_one())
+        assert self._now is not None
+        return self._now
+
+    def _saw_time(self, value: Any) -> None:
+        if self._now is None and value is not None:
+            self._now = float(value)
+            self.store.clock_offset = self._now - self.store.clock()
 
     @property
     def conn(self) -> Connection:
@@ -337,7 +392,8 @@ class Tx:
         wanted = sorted({(k, True) for k in exclusive} | {(k, False) for k in shared} - {(k, False) for k in exclusive})
         for key, excl in wanted:
             fn = "pg_advisory_xact_lock" if excl else "pg_advisory_xact_lock_shared"
-            self.conn.execute(text(f"SELECT {fn}(hashtextextended(:k, 0))"), {"k": key})
+            self._saw_time(self.conn.execute(text(f"SELECT {fn}(hashtextextended(:k, 0)), {sql.DATABASE_NOW_SQL}"),
+                                             {"k": key}).one()[1])
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -369,9 +425,15 @@ class Tx:
 
     def lock_instance(self, instance_id: int) -> InstanceRecord | None:
         """The instance row, locked until commit (PostgreSQL; SQLite's writer lock already covers it)."""
-        stmt = sql.LOCK_INSTANCE if self.store.dialect == "postgresql" else sql.SELECT_INSTANCE
-        found = self.conn.execute(stmt, {"id": instance_id}).mappings().first()
-        return record(InstanceRecord, found) if found is not None else None
+        if self.store.dialect != "postgresql":
+            found = self.conn.execute(sql.SELECT_INSTANCE, {"id": instance_id}).mappings().first()
+            return record(InstanceRecord, found) if found is not None else None
+        row = self.conn.execute(sql.LOCK_INSTANCE_AT, {"id": instance_id}).mappings().first()
+        if row is None:
+            return None
+        values = dict(row)
+        self._saw_time(values.pop("db_now"))
+        return record(InstanceRecord, values)
 
     def instance(self, instance_id: int) -> InstanceRecord | None:
         found = self.conn.execute(sql.SELECT_INSTANCE, {"id": instance_id}).mappings().first()
@@ -602,7 +664,7 @@ class Tx:
     def draft_message(self, **fields: Any) -> MessageRecord:
         """A message not written yet: the router fills in its outcome, then :meth:`save_message` writes it once."""
         values: dict[str, Any] = {c: None for c in sql.MESSAGE_COLUMNS}
-        values.update(fields, created_at=self.now, updated_at=self.now)
+        values.update(fields)  # created_at and updated_at: when it is written (the time may not be read yet)
         return MessageRecord(id=None, **values)
 
     def save_message(self, row: MessageRecord, with_id: int | None = None) -> MessageRecord:
@@ -610,6 +672,7 @@ class Tx:
         id of the wait the row ends (a receive row keeps the id its wait was listed with)."""
         if row.id is not None:
             return row
+        row = dataclasses.replace(row, created_at=row.created_at or self.now, updated_at=row.updated_at or self.now)
         values = {c: getattr(row, c) for c in sql.MESSAGE_COLUMNS}
         if with_id is None:
             fresh = self.fresh_ids(1)
@@ -640,8 +703,8 @@ class Tx:
 
     def update_message(self, row: MessageRecord, **changes: Any) -> MessageRecord:
         """Change a message: written at once if the row exists, kept in the draft otherwise."""
-        changes["updated_at"] = self.now
         if row.id is not None:
+            changes["updated_at"] = self.now
             self.conn.execute(sql.update_message(tuple(sorted(changes))), {**changes, "_id": row.id})
         return dataclasses.replace(row, **changes)
 
@@ -775,22 +838,38 @@ class Tx:
         self.events.append(Event(kind, instance_id, message_id, data, created_at=self.now))
 
     def write_events(self) -> None:
-        """Write this transaction's events to the feed, last thing before the commit.
+        """Write this transaction's events to the feed (their order: see :meth:`events_after`).
 
-        On PostgreSQL a transaction-scoped lock serializes the feed's inserts up to each commit, so ids are handed
-        out in commit order: a reader's ``id > last seen`` never skips an event that commits late. It is taken last,
-        after every row lock, so it cannot deadlock; SQLite's single writer is in commit order already.
+        On PostgreSQL each row carries the id of the transaction writing it, read by the insert itself; no lock is
+        taken, so writers of different instances never wait for each other here.
         """
-        if self.store.dialect == "postgresql":
-            self.conn.execute(text("SELECT pg_advisory_xact_lock(7305526412)"))
-        self.conn.execute(sql.INSERT_EVENT, [
+        stmt = sql.INSERT_EVENT_PG if self.store.dialect == "postgresql" else sql.INSERT_EVENT
+        self.conn.execute(stmt, [
             {"kind": e.kind, "process_instance_id": e.process_instance_id,
              "message_instance_id": e.message_instance_id, "data": dict(e.data), "created_at": self.now}
             for e in self.events])
 
     def events_after(self, after: int, limit: int) -> list[Event]:
-        rows = self.conn.execute(select(sql.EVENTS).where(sql.EVENTS.c.id > after)
-                                 .order_by(sql.EVENTS.c.id).limit(limit)).mappings()
+        """The feed's events after event ``after`` (0: from the start), in feed order: (transaction, id).
+
+        The gap-free rule: on PostgreSQL a reader sees only rows of transactions older than the oldest transaction
+        still in flight (``pg_snapshot_xmin`` of its own snapshot). Every such transaction has ended, and every
+        transaction that starts later gets a greater id, so no row can later appear before the reader's cursor:
+        a row that commits late is seen late, never skipped. Ids within one transaction are in insert order; on
+        SQLite (one writer) ``xact`` is 0 and ids are commit order. The cursor stays the numeric id of the last
+        event seen: its (transaction, id) is looked up; an id purged meanwhile falls back to ``id > after``.
+        """
+        E = sql.EVENTS
+        cond: list[Any] = []
+        if after:
+            at = self.conn.execute(select(E.c.xact).where(E.c.id == after)).scalar_one_or_none()
+            if at is None:
+                cond.append(E.c.id > after)
+            else:
+                cond.append(or_(E.c.xact > at, and_(E.c.xact == at, E.c.id > after)))
+        if self.store.dialect == "postgresql":
+            cond.append(E.c.xact < sql.OLDEST_XACT_IN_FLIGHT)
+        rows = self.conn.execute(select(E).where(*cond).order_by(E.c.xact, E.c.id).limit(limit)).mappings()
         return [Event(r["kind"], r["process_instance_id"], r["message_instance_id"], r["data"], r["id"],
                       r["created_at"]) for r in rows]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Double, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Double, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 MESSAGE_STATUSES = ("ready", "running", "completed", "failed", "cancelled", "not_accepted")
@@ -219,17 +219,21 @@ class CatalogGeneration(Base):
 class Event(Base):
     """The durable event feed: a row per change a host may react to, in the change's own transaction.
 
-    Ids are handed out in commit order (inserts take a feed lock held to the commit), so a reader that keeps the
-    last id it saw never skips a row that commits late.
+    The feed's order is (``xact``, ``id``): ``xact`` is the writing transaction's id on PostgreSQL (0 on SQLite, whose
+    one writer hands out ids in commit order). Readers see only rows of transactions older than every one still in
+    flight, so a reader that keeps the last event it saw never skips a row that commits late, and no writer waits
+    for another (see ``Tx.events_after``).
     """
 
     __tablename__ = "spiff_event"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    xact: Mapped[int] = mapped_column(BigInteger, server_default="0")
     kind: Mapped[str] = mapped_column(String(64))
     process_instance_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     message_instance_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Double, index=True)
 
-    # an instance's own events, newest first, for the console's instance page
-    __table_args__ = (Index("ix_spiff_event_instance", "process_instance_id", "id"),)
+    # the feed in its order (xact, id); an instance's own events, newest first, for the console's instance page
+    __table_args__ = (Index("ix_spiff_event_xact_id", "xact", "id"),
+                      Index("ix_spiff_event_instance", "process_instance_id", "id"))

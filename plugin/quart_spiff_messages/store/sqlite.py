@@ -7,6 +7,12 @@ with growing sleeps, and a worker with a steady queue takes the lock again micro
 load the other worker's writer could starve past the lock timeout. A blocked ``flock`` waiter is woken as soon as
 the lock is released. SQLite's busy timeout still covers writers outside this package.
 
+The turn is waited for at most the lock timeout: a worker stopped while it holds the turn (a frozen VM, SIGSTOP)
+must not hang the others' requests; past it :class:`WriterTurnTimeout` (answered ``503 instance_busy``). An
+uncontended turn is taken in the writer thread itself (``LOCK_NB``); a contended one is waited for, blocking and so
+still fairly, in a helper thread with its own descriptor of the lock file, which the writer stops waiting for at
+the timeout (a turn the helper gets after that is let go at once).
+
 Every connection gets WAL and a busy timeout; writing transactions start with ``BEGIN IMMEDIATE`` (with deferred
 transactions two writers that both read first fail with "database is locked", and the busy timeout does not help
 there); reads use a second engine with deferred transactions so they never queue behind writers.
@@ -17,8 +23,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
@@ -52,8 +60,13 @@ def _engine(url: str, *, immediate: bool, busy_timeout_ms: int) -> Engine:
     return engine
 
 
+class WriterTurnTimeout(Exception):
+    """Another worker held the writer turn longer than the lock timeout; nothing was written."""
+
+
 class SqliteStore:
     def __init__(self, url: str, lock_timeout_seconds: float) -> None:
+        self.lock_timeout_seconds = lock_timeout_seconds
         busy_ms = int(max(lock_timeout_seconds, 1.0) * 1000)
         self.write_engine = _engine(url, immediate=True, busy_timeout_ms=busy_ms)
         self.read_engine = _engine(url, immediate=False, busy_timeout_ms=READ_BUSY_TIMEOUT_MS)
@@ -62,23 +75,56 @@ class SqliteStore:
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         path = make_url(url).database
         self._turn_fd: int | None = None
+        self._waiter_fd: int | None = None  # the helper's own open file description: its lock is its own
+        self._waiter: ThreadPoolExecutor | None = None
         if path and path != ":memory:":
             self._turn_fd = os.open(f"{path}.writer-turn", os.O_RDWR | os.O_CREAT, 0o644)
+            self._waiter_fd = os.open(f"{path}.writer-turn", os.O_RDWR | os.O_CREAT, 0o644)
+            self._waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-turn")
 
     @contextlib.contextmanager
-    def _turn(self) -> Iterator[None]:
-        if self._turn_fd is None:
+    def _turn(self, bounded: bool = True, deadline: float | None = None) -> Iterator[None]:
+        """The writer turn across this host's workers, waited for at most the lock timeout when ``bounded``, and
+        no later than ``deadline`` (``time.monotonic()``: the lock timeout from when the request queued for the
+        writer thread, so writes queued behind one that waits do not each wait a lock timeout more)."""
+        if self._turn_fd is None or self._waiter_fd is None or self._waiter is None:
             yield
             return
-        fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self._turn_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = self._turn_fd
+        except BlockingIOError:
+            if not bounded:
+                fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
+                fd = self._turn_fd
+            else:
+                fd = self._wait_for_turn(self._waiter, self._waiter_fd, deadline)
         try:
             yield
         finally:
-            fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def write(self, work: Callable[[Session], T]) -> T:
-        """One writing transaction (call it from :attr:`writer`)."""
-        with self._turn(), self._writes() as session, session.begin():
+    def _wait_for_turn(self, waiter: ThreadPoolExecutor, fd: int, deadline: float | None) -> int:
+        timeout = self.lock_timeout_seconds
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, deadline - time.monotonic()))
+        taken: Future[None] = waiter.submit(fcntl.flock, fd, fcntl.LOCK_EX)
+        try:
+            taken.result(timeout=timeout)
+        except FutureTimeout:
+            # still queued or blocked: whenever the turn comes, it is let go at once
+            def let_go(done: Future[None]) -> None:
+                if done.exception() is None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+
+            taken.add_done_callback(let_go)
+            raise WriterTurnTimeout(
+                f"another worker held the SQLite writer turn for over {self.lock_timeout_seconds:g} s") from None
+        return fd
+
+    def write(self, work: Callable[[Session], T], deadline: float | None = None) -> T:
+        """One writing transaction (call it from :attr:`writer`); ``deadline``: see :meth:`_turn`."""
+        with self._turn(deadline=deadline), self._writes() as session, session.begin():
             return work(session)
 
     def read(self, work: Callable[[Session], T]) -> T:
@@ -86,13 +132,16 @@ class SqliteStore:
             return work(session)
 
     def upgrade(self, revision: str) -> None:
-        with self._turn(), self.write_engine.begin() as conn:
+        with self._turn(bounded=False), self.write_engine.begin() as conn:
             upgrade_connection(conn, revision)
 
     def close(self) -> None:
         self.writer.shutdown(wait=True)
+        if self._waiter is not None:
+            self._waiter.shutdown(wait=False, cancel_futures=True)
         self.write_engine.dispose()
         self.read_engine.dispose()
-        if self._turn_fd is not None:
-            os.close(self._turn_fd)
-            self._turn_fd = None
+        for fd in (self._turn_fd, self._waiter_fd):
+            if fd is not None:
+                os.close(fd)
+        self._turn_fd = self._waiter_fd = None

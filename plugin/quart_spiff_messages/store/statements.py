@@ -12,9 +12,23 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, insert, literal, select, tuple_, union_all, update
+from sqlalchemy import (
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql.elements import ColumnClause
+from sqlalchemy.sql.selectable import Select
 
 from .models import (
     ActiveKey,
@@ -50,6 +64,11 @@ INSERT_MESSAGE = insert(MESSAGES).returning(MESSAGES.c.id)
 INSERT_INSTANCE = insert(INSTANCES).returning(INSTANCES.c.id)
 INSERT_MESSAGE_KEY = insert(MESSAGE_KEYS)
 INSERT_EVENT = insert(EVENTS)
+# PostgreSQL: the writing transaction's id (xid8, as bigint) goes into the row with the insert itself
+CURRENT_XACT: ColumnClause[Any] = literal_column("pg_current_xact_id()::text::bigint")
+INSERT_EVENT_PG = insert(EVENTS).values(xact=CURRENT_XACT)
+# what a reader may see of the feed: rows of transactions older than every one still in flight
+OLDEST_XACT_IN_FLIGHT: ColumnClause[Any] = literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
 SELECT_INSTANCE = select(INSTANCES).where(INSTANCES.c.id == bindparam("id"))
 SELECT_MESSAGE = select(MESSAGES).where(MESSAGES.c.id == bindparam("id"))
 SELECT_SPEC = select(SPECS.c.spec).where(SPECS.c.process_key == bindparam("key"),
@@ -58,6 +77,11 @@ CLAIM_MESSAGE = (update(MESSAGES).where(MESSAGES.c.id == bindparam("_id"), MESSA
                  .values(status="running", updated_at=bindparam("now")).returning(*MESSAGES.columns))
 DELETE_MESSAGE_KEYS = delete(MESSAGE_KEYS).where(MESSAGE_KEYS.c.message_instance_id == bindparam("id"))
 LOCK_INSTANCE = SELECT_INSTANCE.with_for_update()
+# the database's time, in seconds since the epoch, read after the locks of the statement that carries it
+DATABASE_NOW_SQL = "extract(epoch from clock_timestamp())::float8"
+DATABASE_NOW: Select[Any] = select(literal_column(DATABASE_NOW_SQL))
+LOCK_INSTANCE_AT = (select(INSTANCES, literal_column(DATABASE_NOW_SQL).label("db_now"))
+                    .where(INSTANCES.c.id == bindparam("id")).with_for_update(of=INSTANCES))
 SAVE_INSTANCE = (update(INSTANCES).where(INSTANCES.c.id == bindparam("_id"))
                  .values(state=bindparam("state"), status=bindparam("status"),
                          correlations=bindparam("correlations"), error=bindparam("error"),
