@@ -17,8 +17,7 @@ from typing import Any
 from . import receivers
 from .catalog import Catalog, ProcessEntry, StartPoint
 from .correlation import KeyValue, key_values
-from .element_states import ElementState
-from .engine import Engine, HumanTask, Instance, ServiceWait, TimerWait
+from .engine import ElementState, Engine, HumanTask, Instance, ServiceWait, TimerWait
 from .errors import ServiceTaskNotWaiting, TaskAmbiguous, TaskNotFound, TaskNotReady
 from .events import INSTANCE_STATUS_EVENTS
 from .scripts import RunInfo, current_caller

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import metrics
 from .core import Core, InstanceView
-from .element_states import ElementState
+from .engine import ElementState
 from .errors import InstanceNotFound, MessageNotFound
 from .events import Event
 from .store import InstanceRecord, MessageFilter, MessageRecord, Page, Store, Tx, active_keys

@@ -14,7 +14,7 @@ from quart import Response
 from quart_schema import document_querystring, document_response
 
 from .. import errors as e
-from ..element_states import ElementState
+from ..engine import ElementState
 from ..names import parse_modified_name, parse_process_id
 from ..store import InstanceRecord
 from . import arena_schemas as schemas

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import Catalog, ProcessEntry
-from ..element_states import ElementState
+from ..engine import ElementState
 from ..store import InstanceRecord
 
 # The element's marker (the one reading of where it stands) is the state Arena's diagram colours: a waiting

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from ..element_states import ElementState
+from ..engine import ElementState
 from ..store import MessageRecord
 from .json_guard import dumps_text
 from .views import time_left

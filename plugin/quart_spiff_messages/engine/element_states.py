@@ -2,7 +2,8 @@
 
 The operator console colours an instance's diagram with it and Spiff Arena's ``task-info`` answers its rows from it;
 both read it from the instance's saved state through :meth:`Engine.element_states`, so there is no second copy of
-an instance's progress to fall behind. Like :mod:`.engine`, this module touches SpiffWorkflow task objects.
+an instance's progress to fall behind. Like the rest of the engine package, this module touches SpiffWorkflow
+task objects.
 """
 
 from __future__ import annotations
