@@ -64,6 +64,8 @@ async def test_the_feed_tells_the_order_flow_in_commit_order_with_a_cursor(clien
     assert [e["id"] for e in paged["results"]] == ids[:2] and paged["next_after"] == ids[1]
 
 
+# the app's own sweeper sweeps once at start-up, then not again during the test: the test's sweep takes all 100
+@pytest.mark.parametrize("spiff_config", [{"SPIFF_MESSAGES_SWEEP_INTERVAL_SECONDS": 3600}])
 async def test_an_expiry_sweep_of_100_buffered_messages_gives_100_expired_events(client: Any, ext: Any,
                                                                                 clock: Clock) -> None:
     buffered = []
