@@ -1,6 +1,7 @@
 """Asynchronous execution against the synchronous path, in one run on one server (issue 24).
 
     python bench/async.py [--messages 2000] [--clients 8] [--workers 1] [--requests 200] [--pg-url URL]
+                          [--routers K]
 
 One ``spiff-messages serve`` (SQLite in a temporary folder, or a scratch PostgreSQL database with ``--pg-url``)
 with waiting order_process instances seeded as ``run.py`` seeds them. Then, alternating in chunks of 250 messages:
@@ -12,22 +13,31 @@ with waiting order_process instances seeded as ``run.py`` seeds them. Then, alte
 and, one sequential client, in turns of 10: the 404 round trip, a synchronous delivery and an asynchronous accept
 (p50). Every chunk ends with every message of it completed (checked in the database). Goals (issue 24): accepted
 at least 5 x sync, routed at least 2 x sync, accept p50 at most 1.5 x the 404 round trip.
+
+``--routers K``: the workers the clients talk to do not route (``SPIFF_MESSAGES_ROUTE_QUEUED=0``) and K more
+``serve`` processes of one worker on the same database route what they accepted (the deployment that keeps
+routing off the workers facing clients). The run also measures the rate of 404s under the same clients: what the
+HTTP stack alone serves, the ceiling of any accept.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import random
 import shutil
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 from run import (  # the benchmark's own helpers (bench/run.py)
+    BPMN_DIR,
     TEMPLATE_ID,
     Lane,
     Scratch,
@@ -44,6 +54,7 @@ from sqlalchemy import func, select
 
 from quart_spiff_messages.store import Tx
 from quart_spiff_messages.store.statements import MESSAGES, QUEUE
+from quart_spiff_messages.testing import Server
 
 CHUNK = 250
 ASYNC = {"execution_mode": "asynchronous"}
@@ -67,6 +78,36 @@ async def send_all(url: str, order_ids: list[str], clients: int, mode: dict[str,
     t0 = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     return time.perf_counter() - t0
+
+
+async def get_all(url: str, count: int, clients: int) -> float:
+    """``count`` GETs of an unknown path (404, no database) from ``clients`` keep-alive clients; seconds."""
+    left = [count]
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=1)) as http:
+            while left[0] > 0:
+                left[0] -= 1
+                await http.get("/no-such-path")
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Environment variables for the servers started inside the block."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 async def queued(site: Site) -> int:
@@ -104,6 +145,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--requests", type=int, default=200, help="timed requests per sequential scenario")
     parser.add_argument("--pg-url", default=None)
+    parser.add_argument("--routers", type=int, default=0,
+                        help="serve processes that route (the client-facing workers then do not)")
     args = parser.parse_args()
     info = machine_info()
     say(f"bench/async.py {info['date']} · {info['machine']} · {info['cpu']} · {code_state()}")
@@ -112,10 +155,17 @@ def main() -> int:
     scratch = Scratch(args.pg_url) if args.pg_url else None
     url = loop.run_until_complete(scratch.create(f"{args.workers}w")) if scratch \
         else f"sqlite:///{folder / 'async.db'}"
-    site = Site(f"async {args.workers}w", url, args.workers, folder, loop)
+    name = f"async {args.workers}w" + (f" + {args.routers} routing" if args.routers else "")
+    with environment(SPIFF_MESSAGES_ROUTE_QUEUED="0" if args.routers else "1"):
+        site = Site(name, url, args.workers, folder, loop)
+    routers: list[Server] = []
     failed = False
     try:
         site.ready()
+        with environment(SPIFF_MESSAGES_ROUTE_QUEUED="1"):
+            routers = [Server(BPMN_DIR, url, workers=1, log=folder / f"router-{i}.log") for i in range(args.routers)]
+        for router in routers:
+            router.wait_ready(120)
         warm = args.clients * 5
         site.fill(2 * args.messages + 2 * warm + 3 * args.requests + 200)
         site.pool.remove(TEMPLATE_ID)
@@ -124,10 +174,11 @@ def main() -> int:
         statuses: Counter[str] = Counter()
         loop.run_until_complete(send_all(site.url, [site.take() for _ in range(warm)], args.clients, {}, statuses))
         loop.run_until_complete(async_chunk(site, [site.take() for _ in range(warm)], args.clients, statuses))
-        sync_s = accepted_s = routed_s = 0.0
+        sync_s = accepted_s = routed_s = not_found_s = 0.0
         done, order_ids = 0, []
         while done < args.messages:
             k = min(CHUNK, args.messages - done)
+            not_found_s += loop.run_until_complete(get_all(site.url, k, args.clients))
             for mode in rng.sample(["sync", "async"], 2):
                 ids = [site.take() for _ in range(k)]
                 order_ids += ids
@@ -165,7 +216,8 @@ def main() -> int:
         n = args.messages
         stats += [make_stat("throughput sync", [0.0] * n, sync_s), make_stat("throughput async accepted",
                                                                             [0.0] * n, accepted_s),
-                  make_stat("throughput async routed", [0.0] * n, routed_s)]
+                  make_stat("throughput async routed", [0.0] * n, routed_s),
+                  make_stat("throughput 404 (HTTP stack alone)", [0.0] * n, not_found_s)]
         say(f"\n{site.name}, {args.clients} clients, {n} messages per mode, answers {dict(statuses)} "
             f"(the machine is shared: read the ratios)")
         for stat in stats:
@@ -180,12 +232,16 @@ def main() -> int:
         accept_ratio = by["accept, asynchronous"].p50_ms / by["http roundtrip (404)"].p50_ms
         for title, ratio, limit in goals:
             say(f"  {'PASS' if ratio >= limit else 'FAIL'}  {title}: {ratio:.2f}")
+        say(f"  (the HTTP stack alone, 404s: {by['throughput 404 (HTTP stack alone)'].msgs_per_s / sync:.2f} x sync "
+            "throughput: the ceiling of accepted / sync on this machine)")
         say(f"  {'PASS' if accept_ratio <= 1.5 else 'FAIL'}  accept p50 <= 1.5 x 404 round trip: {accept_ratio:.2f}")
     except BaseException:
         failed = True
         raise
     finally:
         site.stop()
+        for router in routers:
+            router.stop()
         if scratch is not None:
             loop.run_until_complete(scratch.drop_all())
         loop.close()

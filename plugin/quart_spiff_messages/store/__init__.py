@@ -243,8 +243,7 @@ class Store:
             if write:
                 context = contextvars.copy_context()  # the request's (who the caller is, for host functions)
                 deadline = time.monotonic() + sqlite.lock_timeout_seconds  # counted from the queueing
-                done = await asyncio.get_running_loop().run_in_executor(
-                    sqlite.writer, lambda: context.run(sqlite.write, body, deadline))
+                done = await asyncio.wrap_future(sqlite.submit(body, deadline, context))
             else:
                 done = await asyncio.to_thread(sqlite.read, body)
         else:
