@@ -24,9 +24,20 @@ from . import statements as sql
 from .records import MessageRecord, Page, record
 
 if TYPE_CHECKING:
-    from . import MessageFilter, Tx
+    from . import Tx
 
 M, P, S = sql.MESSAGES, sql.INSTANCES, sql.SUBSCRIPTIONS
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+    name: str | None = None
+    statuses: Sequence[str] | None = None
+    message_types: Sequence[str] | None = None
+    process_instance_id: int | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+    process_model_identifier: str | None = None  # rows of instances of this process (key ``group/process_id``)
 
 
 @dataclass(frozen=True)
