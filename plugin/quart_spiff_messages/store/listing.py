@@ -154,7 +154,6 @@ def _processes(tx: Tx, instance_ids: set[int]) -> dict[int, tuple[str, str]]:
     return {int(i): (str(k), str(p)) for i, k, p in found}
 
 
-
 WAITING_CAP = 1000  # a refusal counts the instances waiting for its message up to this many
 
 

@@ -51,7 +51,6 @@ class AlreadyExists(Exception):
     was committed."""
 
 
-
 def sqlstate(exc: DBAPIError) -> str | None:
     orig = exc.orig
     for candidate in (orig, getattr(orig, "__cause__", None)):
@@ -61,10 +60,8 @@ def sqlstate(exc: DBAPIError) -> str | None:
     return None
 
 
-
 def _sqlite_busy(exc: DBAPIError) -> bool:
     return "database is locked" in str(exc.orig) or "database is busy" in str(exc.orig)
-
 
 
 def fault(exc: BaseException) -> str | None:
@@ -106,12 +103,10 @@ def fault(exc: BaseException) -> str | None:
     return None
 
 
-
 def _summary(exc: BaseException) -> str:
     """The driver's own words, without SQLAlchemy's statement and link (an answer must not carry them)."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-
 
 
 async def _throw_away(session: AsyncSession) -> None:
@@ -121,10 +116,8 @@ async def _throw_away(session: AsyncSession) -> None:
         await session.invalidate()  # the connections it holds, if any: it opens none
 
 
-
 class CommitUnknown(Exception):
     """The connection was lost while the commit was under way: the transaction may or may not have committed."""
-
 
 
 @dataclass(frozen=True)
@@ -136,7 +129,6 @@ class Committed(Generic[T]):
     outbox: tuple[int, ...]
     events: tuple[Event, ...] = ()
     next_due: float | None = None  # the nearest due time of a timer it wrote (given to ``Store.on_due``)
-
 
 
 class Store:

@@ -30,7 +30,6 @@ def correlation_lock(message_name: str, key: str = "*", digest: str = "") -> str
     return f"{message_name}\x1f{key}\x1f{digest}"
 
 
-
 class TxBase:
     """One transaction: its session, store and time, and what it collects for after the commit (``outbox``: the
     ids of messages thrown in it; ``events``; ``next_due``; ``after_commit``)."""
