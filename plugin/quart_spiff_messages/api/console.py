@@ -27,12 +27,12 @@ from ..store import MESSAGE_STATUSES, MessageFilter
 from ..store.models import INSTANCE_STATUSES
 from . import console_views as cv
 from .access import CONSOLE_COOKIE, Route, action_of, check_access, check_request_bytes, is_a_key, key_is_valid, per_app
-from .errors import problem
+from .errors import problem, register_error_handlers
 from .json_guard import dumps_text
-from .parsing import instance_number, json_object_from, query
-from .routes import _error_handlers, _list_filter, _services, request_view
+from .parsing import instance_number, json_object_from, message_filter, query
+from .routes import request_view
 from .schemas import InstanceListQuery, MessageListQuery
-from .state import state
+from .state import services, state
 
 STATIC = Path(__file__).resolve().parent.parent / "static" / "console"
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
@@ -113,7 +113,7 @@ async def messages() -> str:
     q = query(MessageListQuery, blank_is_absent=True)
     st = state()
     reads = st.runtime.reads
-    result = await reads.list_messages(_list_filter(q), q.page, q.per_page)
+    result = await reads.list_messages(message_filter(q), q.page, q.per_page)
     counterparts = [r.message.counterpart_id for r in result.rows
                     if r.message.process_instance_id is None and r.message.counterpart_id is not None]
     reached = await reads.instances_of_messages(counterparts)
@@ -265,7 +265,7 @@ async def retry(instance_id: str) -> Response:
     number = instance_number(instance_id)
 
     async def act() -> None:
-        outcome = await _services().retry(number)
+        outcome = await services().retry(number)
         if outcome.kind == "process_error":
             raise e.ProcessFailed(f"the retried task failed again: {(outcome.error or {}).get('message')}")
 
@@ -341,5 +341,5 @@ def create_console_blueprint(settings: Settings) -> Blueprint:
     for found in ROUTES:
         bp.add_url_rule(found.rule, endpoint=f"{found.view.__name__}_{found.method.lower()}",
                         view_func=hide(per_app(found)), methods=[found.method])
-    _error_handlers(bp)
+    register_error_handlers(bp)
     return bp

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from quart import Response
+from quart import Blueprint, Response
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -47,3 +47,11 @@ async def on_http_error(exc: HTTPException) -> Response:
 async def on_unexpected(exc: Exception) -> Response:
     log.exception("unexpected error while handling a request")
     return await on_refusal(e.InternalError(f"{type(exc).__name__}: the server could not handle the request"))
+
+
+def register_error_handlers(bp: Blueprint) -> None:
+    """Answer every error of a blueprint's views as problem+json: the API's, the metrics' and the console's."""
+    bp.register_error_handler(e.SpiffMessagesError, on_refusal)
+    bp.register_error_handler(RequestSchemaValidationError, on_validation_error)
+    bp.register_error_handler(HTTPException, on_http_error)
+    bp.register_error_handler(Exception, on_unexpected)

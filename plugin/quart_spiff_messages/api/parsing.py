@@ -14,8 +14,9 @@ from pydantic import BaseModel, ValidationError
 from quart import request
 
 from .. import errors as e
+from ..store import MessageFilter
 from . import json_guard
-from .schemas import MAX_INT
+from .schemas import MAX_INT, MessageListQuery
 from .state import state
 
 M = TypeVar("M", bound=BaseModel)
@@ -97,3 +98,15 @@ def instance_number(instance_id: str) -> int:
     if not 1 <= number <= MAX_INT:
         raise e.InstanceNotFound(f"no process instance {instance_id!r}")
     return number
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def message_filter(q: MessageListQuery) -> MessageFilter:
+    """The store's filter for a message list query (the API's list and the console's): ``status`` and
+    ``message_type`` take comma-separated values."""
+    return MessageFilter(name=q.name or None, statuses=_csv(q.status), message_types=_csv(q.message_type),
+                         process_instance_id=q.process_instance_id,
+                         process_model_identifier=q.process_model_identifier or None)

@@ -13,13 +13,11 @@ from typing import Any
 import quart_cors
 from quart import Blueprint, Response, request
 from quart_schema import (
-    RequestSchemaValidationError,
     document_querystring,
     document_request,
     document_response,
     hide,
 )
-from werkzeug.exceptions import HTTPException
 
 from .. import errors as e
 from .. import metrics as metrics_text
@@ -27,13 +25,12 @@ from ..catalog import CatalogError
 from ..config import Settings
 from ..names import parse_modified_name, parse_process_id
 from ..outcomes import Outcome
-from ..services import Services
 from ..store import MessageFilter
 from . import errors, json_guard, schemas, shell, views
 from .access import ROUTES, Route, action_of, check_access, check_request_bytes, per_app, route
 from .openapi import problems
-from .parsing import body, instance_number, json_object, query
-from .state import state
+from .parsing import body, instance_number, json_object, message_filter, query
+from .state import services, state
 
 
 def _ok(payload: Mapping[str, Any], status: int = 200) -> Response:
@@ -103,16 +100,6 @@ async def cancel_message(message_instance_uuid: str) -> Response:
     return _ok({"message_instance": views.message_json(msg)})
 
 
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
-def _list_filter(q: schemas.MessageListQuery) -> MessageFilter:
-    return MessageFilter(name=q.name or None, statuses=_csv(q.status), message_types=_csv(q.message_type),
-                         process_instance_id=q.process_instance_id,
-                         process_model_identifier=q.process_model_identifier or None)
-
-
 async def _message_page(flt: MessageFilter, page: int, per_page: int) -> Response:
     reads = state().runtime.reads
     result = await reads.list_messages(flt, page, per_page)
@@ -129,7 +116,7 @@ async def list_messages() -> Response:
     """Messages, newest first, and the receivers waiting now (`receive` rows with status `ready` and the
     correlation keys they wait for). `status` and `message_type` take comma-separated values."""
     q = query(schemas.MessageListQuery)
-    return await _message_page(_list_filter(q), q.page, q.per_page)
+    return await _message_page(message_filter(q), q.page, q.per_page)
 
 
 @route("POST", "/messages", "list_messages")
@@ -294,7 +281,7 @@ async def service_callback(process_instance_id: str, task_guid: str) -> Response
     when the task waits for no result (a second callback); `404` for an unknown instance or task."""
     number = instance_number(process_instance_id)
     result = await json_object("service result", "result", required=False)
-    return _outcome(await _services().complete(number, task_guid, result))
+    return _outcome(await services().complete(number, task_guid, result))
 
 
 @route("POST", "/process-instances/<instance_id>/retry", "retry_process_instance",
@@ -304,14 +291,7 @@ async def service_callback(process_instance_id: str, task_guid: str) -> Response
 async def retry_instance(instance_id: str) -> Response:
     """Run the failed task of an instance in `error` again, on the current spec of its process (reload a fixed
     folder first, or fix the service handler). `409 process_instance_not_in_error` otherwise."""
-    return _outcome(await _services().retry(instance_number(instance_id)))
-
-
-def _services() -> Services:
-    found = state().services
-    if found is None:
-        raise RuntimeError("quart-spiff-messages is not started: run inside the app (before_serving)")
-    return found
+    return _outcome(await services().retry(instance_number(instance_id)))
 
 
 @route("GET", "/events", "read_events")
@@ -365,7 +345,7 @@ def create_blueprint(settings: Settings) -> Blueprint:
                         allow_credentials="*" not in settings.cors_origins,
                         allow_headers=list(settings.cors_headers),
                         expose_headers=["Retry-After", "WWW-Authenticate"], max_age=600)
-    _error_handlers(bp)
+    errors.register_error_handlers(bp)
     return bp
 
 
@@ -375,17 +355,10 @@ def create_metrics_blueprint(settings: Settings) -> Blueprint:
     bp.before_request(_access)
     view = per_app(Route(settings.metrics_path, "GET", metrics, "read_metrics"))
     bp.add_url_rule(settings.metrics_path, endpoint="metrics", view_func=view, methods=["GET"])
-    _error_handlers(bp)
+    errors.register_error_handlers(bp)
     return bp
 
 
 @hide
 async def metrics() -> Response:
     return Response(await state().runtime.reads.metrics(), content_type=metrics_text.CONTENT_TYPE)
-
-
-def _error_handlers(bp: Blueprint) -> None:
-    bp.register_error_handler(e.SpiffMessagesError, errors.on_refusal)
-    bp.register_error_handler(RequestSchemaValidationError, errors.on_validation_error)
-    bp.register_error_handler(HTTPException, errors.on_http_error)
-    bp.register_error_handler(Exception, errors.on_unexpected)

@@ -42,3 +42,11 @@ class ApiState(Protocol):
 def state() -> ApiState:
     """This app's extension state."""
     return cast(ApiState, current_app.extensions[EXTENSION_KEY])
+
+
+def services() -> Services:
+    """This app's service calls, once it serves: what the API's and the console's task and retry actions call."""
+    found = state().services
+    if found is None:
+        raise RuntimeError("quart-spiff-messages is not started: run inside the app (before_serving)")
+    return found

@@ -24,9 +24,20 @@ from . import statements as sql
 from .records import MessageRecord, Page, record
 
 if TYPE_CHECKING:
-    from . import MessageFilter, Tx
+    from . import Tx
 
 M, P, S = sql.MESSAGES, sql.INSTANCES, sql.SUBSCRIPTIONS
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+    name: str | None = None
+    statuses: Sequence[str] | None = None
+    message_types: Sequence[str] | None = None
+    process_instance_id: int | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+    process_model_identifier: str | None = None  # rows of instances of this process (key ``group/process_id``)
 
 
 @dataclass(frozen=True)
@@ -141,7 +152,6 @@ def _processes(tx: Tx, instance_ids: set[int]) -> dict[int, tuple[str, str]]:
         return {}
     found = tx.conn.execute(select(P.c.id, P.c.process_key, P.c.process_id).where(P.c.id.in_(list(instance_ids))))
     return {int(i): (str(k), str(p)) for i, k, p in found}
-
 
 
 WAITING_CAP = 1000  # a refusal counts the instances waiting for its message up to this many
