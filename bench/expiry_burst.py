@@ -69,7 +69,7 @@ async def main() -> None:
         t0 = time.perf_counter()
         for start in range(0, len(rows), 10_000):
             chunk = rows[start:start + 10_000]
-            await store.write(lambda tx, chunk=chunk: tx.session.execute(insert(MessageInstance), chunk))
+            await store.write(lambda tx, chunk=chunk: tx.conn.execute(insert(MessageInstance), chunk))
         print(f"seeded {args.count} expired messages in {time.perf_counter() - t0:.1f}s on {store.dialect}")
 
         before = await deliver(ext, "before", args.deliveries)

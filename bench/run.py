@@ -216,8 +216,8 @@ class Seeder:
 
     async def read_template(self, instance_id: int) -> None:
         def read(tx: Tx) -> tuple[Any, Any]:
-            inst = tx.session.execute(select(INSTANCES).where(INSTANCES.c.id == instance_id)).mappings().one()
-            subs = tx.session.execute(
+            inst = tx.conn.execute(select(INSTANCES).where(INSTANCES.c.id == instance_id)).mappings().one()
+            subs = tx.conn.execute(
                 select(SUBSCRIPTIONS).where(SUBSCRIPTIONS.c.process_instance_id == instance_id)).mappings().all()
             return inst, subs
 
@@ -254,7 +254,7 @@ class Seeder:
 
             def write(tx: Tx, chunk: list[str] = chunk, rows: list[dict[str, Any]] = rows, now: float = now) -> None:
                 stmt = insert(INSTANCES).returning(INSTANCES.c.id, sort_by_parameter_order=True)
-                ids = tx.session.execute(stmt, rows).scalars().all()
+                ids = tx.conn.execute(stmt, rows).scalars().all()
                 subs = []
                 for oid, instance_id in zip(chunk, ids, strict=True):
                     kv = expected_key_value("order_key", {"order_id": oid})
@@ -266,14 +266,14 @@ class Seeder:
                 shared = fresh(len(subs)) if fresh is not None else None
                 if shared is not None:
                     subs = [{**row, "id": i} for row, i in zip(subs, shared, strict=True)]
-                tx.session.execute(insert(SUBSCRIPTIONS), subs)
+                tx.conn.execute(insert(SUBSCRIPTIONS), subs)
 
             await self.store.run(write)
         return time.perf_counter() - started
 
     async def waiting(self) -> int:
         stmt = select(func.count()).select_from(INSTANCES).where(INSTANCES.c.status == "waiting")
-        return int(await self.store.read(lambda tx: tx.session.execute(stmt).scalar_one()))
+        return int(await self.store.read(lambda tx: tx.conn.execute(stmt).scalar_one()))
 
     async def dispose(self) -> None:
         await self.store.dispose()

@@ -61,8 +61,8 @@ async def seed_timers(ext: SpiffMessages, database_url: str, count: int) -> None
     store = Store(database_url, time.time)
     try:
         def read(tx: Tx) -> tuple[dict[str, Any], dict[str, Any]]:
-            inst = tx.session.execute(select(INSTANCES).where(INSTANCES.c.id == template.id)).mappings().one()
-            timer = tx.session.execute(select(TIMERS).where(TIMERS.c.process_instance_id == template.id)
+            inst = tx.conn.execute(select(INSTANCES).where(INSTANCES.c.id == template.id)).mappings().one()
+            timer = tx.conn.execute(select(TIMERS).where(TIMERS.c.process_instance_id == template.id)
                                        ).mappings().one()
             return dict(inst), dict(timer)
 
@@ -73,9 +73,9 @@ async def seed_timers(ext: SpiffMessages, database_url: str, count: int) -> None
             n = min(5000, count - at)
 
             def write(tx: Tx, n: int = n) -> None:
-                ids = tx.session.execute(insert(INSTANCES).returning(INSTANCES.c.id, sort_by_parameter_order=True),
+                ids = tx.conn.execute(insert(INSTANCES).returning(INSTANCES.c.id, sort_by_parameter_order=True),
                                          [dict(inst) for _ in range(n)]).scalars().all()
-                tx.session.execute(insert(TIMERS), [{**timer, "process_instance_id": i} for i in ids])
+                tx.conn.execute(insert(TIMERS), [{**timer, "process_instance_id": i} for i in ids])
 
             await store.run(write)
     finally:

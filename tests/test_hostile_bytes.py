@@ -226,10 +226,10 @@ async def test_a_stored_nan_in_instance_state_answers_json(client: Any, ext: Any
     instance_id = (await strict_json(response))["process_instance"]["id"]
 
     def poison(tx: Any) -> None:
-        state = tx.session.execute(select(ProcessInstance.state).where(ProcessInstance.id == instance_id)).scalar_one()
+        state = tx.conn.execute(select(ProcessInstance.state).where(ProcessInstance.id == instance_id)).scalar_one()
         poisoned = re.sub(r'("weight":\s*)1\.25', r"\1NaN", state)
         assert poisoned != state
-        tx.session.execute(update(ProcessInstance).where(ProcessInstance.id == instance_id).values(state=poisoned))
+        tx.conn.execute(update(ProcessInstance).where(ProcessInstance.id == instance_id).values(state=poisoned))
 
     await ext.runtime.store.write(poison)
     shown = await strict_json(await client.get(f"/v1.0/process-instances/{instance_id}"))

@@ -104,7 +104,7 @@ CATALOGUE: list[tuple[str, str, str, bytes | None, int, str]] = [
 async def _rows(ext: Any) -> dict[str, int]:
     def count(tx: Any) -> dict[str, int]:
         def n(stmt: Any) -> int:
-            return int(tx.session.execute(stmt).scalar_one())
+            return int(tx.conn.execute(stmt).scalar_one())
 
         return {
             "instances": n(select(func.count()).select_from(ProcessInstance)),

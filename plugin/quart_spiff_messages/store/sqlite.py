@@ -38,9 +38,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
 
 from .db import upgrade_connection
 
@@ -82,7 +81,7 @@ class _Job:
 
     __slots__ = ("context", "deadline", "future", "work")
 
-    def __init__(self, work: Callable[[Session], Any], context: contextvars.Context, deadline: float | None) -> None:
+    def __init__(self, work: Callable[[Connection], Any], context: contextvars.Context, deadline: float | None) -> None:
         self.work = work
         self.context = context
         self.deadline = deadline
@@ -95,8 +94,6 @@ class SqliteStore:
         busy_ms = int(max(lock_timeout_seconds, 1.0) * 1000)
         self.write_engine = _engine(url, immediate=True, busy_timeout_ms=busy_ms)
         self.read_engine = _engine(url, immediate=False, busy_timeout_ms=READ_BUSY_TIMEOUT_MS)
-        self._writes = sessionmaker(self.write_engine, expire_on_commit=False)
-        self._reads = sessionmaker(self.read_engine, expire_on_commit=False)
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._pending: deque[_Job] = deque()  # requested, not yet taken by the writer thread
         self._pending_lock = threading.Lock()
@@ -150,12 +147,12 @@ class SqliteStore:
                 f"another worker held the SQLite writer turn for over {self.lock_timeout_seconds:g} s") from None
         return fd
 
-    def write(self, work: Callable[[Session], T], deadline: float | None = None) -> T:
+    def write(self, work: Callable[[Connection], T], deadline: float | None = None) -> T:
         """One writing transaction (call it from :attr:`writer`); ``deadline``: see :meth:`_turn`."""
-        with self._turn(deadline=deadline), self._writes() as session, session.begin():
-            return work(session)
+        with self._turn(deadline=deadline), self.write_engine.connect() as conn, conn.begin():
+            return work(conn)
 
-    def submit(self, work: Callable[[Session], T], deadline: float | None,
+    def submit(self, work: Callable[[Connection], T], deadline: float | None,
                context: contextvars.Context) -> Future[T]:
         """Queue a writing transaction for the writer thread (run in ``context``, the caller's); its answer comes
         once it committed, possibly together with others (see the module's docstring)."""
@@ -185,14 +182,14 @@ class SqliteStore:
         answers: list[tuple[bool, Any]] = []
         deadline = min((job.deadline for job in jobs if job.deadline is not None), default=None)
         try:
-            with self._turn(deadline=deadline), self._writes() as session, session.begin():
+            with self._turn(deadline=deadline), self.write_engine.connect() as conn, conn.begin():
                 if len(jobs) == 1:
-                    answers.append((True, jobs[0].context.run(jobs[0].work, session)))
+                    answers.append((True, jobs[0].context.run(jobs[0].work, conn)))
                 else:
                     for job in jobs:
                         try:
-                            with session.begin_nested():
-                                answers.append((True, job.context.run(job.work, session)))
+                            with conn.begin_nested():
+                                answers.append((True, job.context.run(job.work, conn)))
                         except Exception as exc:  # rolled back alone; the others go on
                             answers.append((False, exc))
         except BaseException as exc:  # the transaction itself failed: nothing of any of them was written
@@ -207,9 +204,9 @@ class SqliteStore:
             else:
                 job.future.set_exception(value)
 
-    def read(self, work: Callable[[Session], T]) -> T:
-        with self._reads() as session, session.begin():
-            return work(session)
+    def read(self, work: Callable[[Connection], T]) -> T:
+        with self.read_engine.connect() as conn, conn.begin():
+            return work(conn)
 
     def upgrade(self, revision: str) -> None:
         with self._turn(bounded=False), self.write_engine.begin() as conn:

@@ -19,10 +19,9 @@ from typing import Generic, TypeVar
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from ..clock import Clock
@@ -109,11 +108,11 @@ def _summary(exc: BaseException) -> str:
     return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
 
 
-async def _throw_away(session: AsyncSession) -> None:
+async def _throw_away(conn: AsyncConnection) -> None:
     """Drop a connection that failed or went silent without a word to the server (a rollback on a silent link
     would wait for the statement bound again); the server ends its backend, and its locks, on its own."""
     with contextlib.suppress(Exception):
-        await session.invalidate()  # the connections it holds, if any: it opens none
+        await conn.invalidate()
 
 
 class CommitUnknown(Exception):
@@ -135,7 +134,7 @@ class Store:
     """Runs work in transactions.
 
     The work is plain (synchronous) code on a :class:`Tx`. On PostgreSQL it runs on the event loop through the
-    asyncio engine (asyncpg; ``AsyncSession.run_sync``). On SQLite a whole transaction runs in one writer thread of
+    asyncio engine (asyncpg; ``AsyncConnection.run_sync``). On SQLite a whole transaction runs in one writer thread of
     its own with the standard ``sqlite3`` driver: a statement there costs microseconds, where a hop to aiosqlite's
     thread costs about 100 µs and SQLAlchemy's asyncio bridge 200 µs more, per statement.
     """
@@ -153,7 +152,6 @@ class Store:
         # PostgreSQL, several hosts: the time of a transaction is the database's (see ``Tx.now``)
         self.database_clock = database_clock and self.dialect == "postgresql"
         self.clock_offset = 0.0  # the database's clock less this host's, as last seen by a transaction
-        self._pg: async_sessionmaker[AsyncSession] | None = None
         self._sqlite: SqliteStore | None = None
         if self.dialect == "sqlite":
             self._sqlite = SqliteStore(self.url, lock_timeout_seconds)
@@ -161,7 +159,6 @@ class Store:
             self.engine: AsyncEngine = db.create_engine(self.url, lock_timeout_seconds=lock_timeout_seconds,
                                                         retry_seconds=unavailable_seconds)
             self._lock_timeout_seconds = lock_timeout_seconds
-            self._pg = async_sessionmaker(self.engine, expire_on_commit=False)
 
     def estimated_now(self) -> float:
         """The time a transaction would read now, without asking: for how long to wait locally (when the next
@@ -189,8 +186,8 @@ class Store:
     async def _once(self, work: Callable[[Tx], T], write: bool) -> Committed[T]:
         hooks: list[Callable[[], None]] = []
 
-        def body(session: Session) -> Committed[T]:
-            tx = Tx(session, self)
+        def body(conn: Connection) -> Committed[T]:
+            tx = Tx(conn, self)
             value = work(tx)
             if tx.events:
                 tx.write_events()
@@ -206,19 +203,18 @@ class Store:
             else:
                 done = await asyncio.to_thread(sqlite.read, body)
         else:
-            assert self._pg is not None
-            async with self._pg() as session:  # begins on first use; closing it rolls back what did not commit
+            async with self.engine.connect() as conn:  # begins on first use; closing it rolls back what did not commit
                 try:
-                    done = await session.run_sync(body)
+                    done = await conn.run_sync(body)
                 except Exception as exc:
                     if fault(exc) == "gone":
-                        await _throw_away(session)
+                        await _throw_away(conn)
                     raise
                 try:
-                    await session.commit()
+                    await conn.commit()
                 except Exception as exc:
                     if fault(exc) == "gone":
-                        await _throw_away(session)
+                        await _throw_away(conn)
                         if write:
                             raise CommitUnknown(str(exc)) from exc
                     raise
