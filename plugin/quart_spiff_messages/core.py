@@ -270,7 +270,7 @@ class Core:
             tx.record_event("timer_fired", row.id, element_id=timer.element_id, timer_type=timer.timer_type,
                             due_at=timer.due_at)
         delivered = {(action.task_id, action.message.name)} if took and isinstance(action, Deliver) else set()
-        row, calls = self._settle(tx, row, inst, had_timers or had_services, delivered)
+        row, calls = self._settle(tx, row, inst, had_timers or had_services, delivered, indexed=before is not None)
         if row.status == "complete" and inst.entry.one_per_key_starts:
             self._release_keys(tx, row)
         self._record_changes(tx, before, row, inst, ready_before, calls)
@@ -290,12 +290,13 @@ class Core:
 
     # -- settling ---------------------------------------------------------------------------------------------
     def _settle(self, tx: Tx, row: InstanceRecord, inst: Instance, had_work: bool,
-                delivered: set[tuple[str, str]]) -> tuple[InstanceRecord, list[ServiceWait]]:
+                delivered: set[tuple[str, str]], indexed: bool = True) -> tuple[InstanceRecord, list[ServiceWait]]:
         """Index the instance's waits, timers and service calls, hand it buffered messages that fit, queue what it
         threw, save it.
 
         ``had_work``: it had timers or service calls before the change (an instance that never had either costs
-        their indexes nothing); ``delivered``: the waits (task id, message name) a message reached in this change.
+        their indexes nothing); ``delivered``: the waits (task id, message name) a message reached in this change;
+        ``indexed``: False for an instance being made (nothing of it is in the wait index yet).
         """
         for _ in range(MAX_CHAINED_DELIVERIES):
             for thrown in self.engine.drain(inst):
@@ -304,7 +305,8 @@ class Core:
                                      process_instance_id=row.id)
                 assert out.id is not None
                 tx.outbox.append(out.id)
-            added = receivers.sync_waits(tx, row, self._wait_rows(inst), delivered)
+            added = receivers.sync_waits(tx, row, self._wait_rows(inst), delivered, indexed)
+            indexed = True
             taken = self._take_buffered(tx, row, inst, added) if added else None
             if taken is None:
                 break
@@ -408,10 +410,11 @@ class Core:
             cause = f"process instance {row.id} failed in {inst.failure.task}: {inst.failure.message}"
         msg = tx.save_message(tx.update_message(msg, status=status, failure_cause=cause))
         tx.record_event("message_delivered", row.id, msg.id, name=msg.name, status=status)
-        wait_id = tx.wait_id(row.id, task_id, msg.name) if task_id is not None else None
-        receive = tx.add_message(wait_id, name=msg.name, scope=msg.scope, message_type="receive", status=status,
-                                 payload=None, correlation_keys=self.engine.correlations(inst),
-                                 process_instance_id=row.id, counterpart_id=msg.id, failure_cause=cause)
+        fields: dict[str, Any] = dict(
+            name=msg.name, scope=msg.scope, message_type="receive", status=status, payload=None,
+            correlation_keys=self.engine.correlations(inst), process_instance_id=row.id, counterpart_id=msg.id,
+            failure_cause=cause)
+        receive = tx.add_receive(row.id, task_id, **fields) if task_id is not None else tx.add_message(**fields)
         return tx.update_message(msg, counterpart_id=receive.id)
 
     # -- reading ----------------------------------------------------------------------------------------------

@@ -15,11 +15,12 @@ from .store import InstanceRecord, Tx, WaitRow
 
 
 def sync_waits(tx: Tx, row: InstanceRecord, waits: Sequence[WaitRow],
-               delivered: Collection[tuple[str, str]]) -> list[WaitRow]:
+               delivered: Collection[tuple[str, str]], indexed: bool = True) -> list[WaitRow]:
     """Index ``waits`` as the instance's waits and store a ``cancelled`` receive row for each wait that ended
     without a delivery (``delivered``: the (task id, message name) waits a message reached in this change; their
-    receive row is the delivery's). Returns the waits that are new."""
-    added, ended = tx.sync_subscriptions(row.id, row.process_group, waits)
+    receive row is the delivery's). Returns the waits that are new. ``indexed=False``: a new instance, nothing
+    of it is indexed yet."""
+    added, ended = tx.sync_subscriptions(row.id, row.process_group, waits, indexed)
     for wait in ended:
         if (wait.task_id, wait.message_name) not in delivered:
             tx.add_message(wait.wait_id, name=wait.message_name, scope="", message_type="receive",

@@ -96,12 +96,22 @@ DELETE_OTHER_WAITS = (delete(SUBSCRIPTIONS).where(
     tuple_(SUBSCRIPTIONS.c.task_id, SUBSCRIPTIONS.c.message_name, SUBSCRIPTIONS.c.key_name,
            SUBSCRIPTIONS.c.values_digest).not_in(bindparam("keep", expanding=True))).returning(*_ENDED))
 
-# One id space for messages and waits (see :mod:`.ids`): a wait's id is its first subscription row's
-WAIT_ID = select(func.min(SUBSCRIPTIONS.c.id)).where(
-    SUBSCRIPTIONS.c.process_instance_id == bindparam("instance_id"), SUBSCRIPTIONS.c.task_id == bindparam("task_id"),
-    SUBSCRIPTIONS.c.message_name == bindparam("name"))
+# The receive row of a wait that a message ends keeps the id the wait is listed with (its first index row's), read
+# by the insert itself; a wait no longer indexed gets a fresh id (SQLite: the store's next one, ``fresh_id``;
+# PostgreSQL: the sequence messages and waits share).
+ID_SEQUENCE = "spiff_message_instance_id_seq"
+_ENDING_WAIT_ID = select(func.min(SUBSCRIPTIONS.c.id)).where(
+    SUBSCRIPTIONS.c.process_instance_id == bindparam("wait_instance"),
+    SUBSCRIPTIONS.c.task_id == bindparam("wait_task"), SUBSCRIPTIONS.c.message_name == bindparam("wait_message"))
+INSERT_RECEIVE = (insert(MESSAGES).values(id=func.coalesce(_ENDING_WAIT_ID.scalar_subquery(), bindparam("fresh_id")))
+                  .returning(MESSAGES.c.id))
+INSERT_RECEIVE_PG = (insert(MESSAGES)
+                     .values(id=func.coalesce(_ENDING_WAIT_ID.scalar_subquery(), func.nextval(ID_SEQUENCE)))
+                     .returning(MESSAGES.c.id))
 LAST_ID = select(func.max(func.coalesce(select(func.max(MESSAGES.c.id)).scalar_subquery(), 0),
                           func.coalesce(select(func.max(SUBSCRIPTIONS.c.id)).scalar_subquery(), 0)))
+# SQLite: the first message a transaction writes reads the last id of the shared space itself (no round trip)
+INSERT_MESSAGE_AFTER_LAST = insert(MESSAGES).values(id=LAST_ID.scalar_subquery() + 1).returning(MESSAGES.c.id)
 
 DELETE_TIMERS = delete(TIMERS).where(TIMERS.c.process_instance_id == bindparam("instance_id"))
 DELETE_OTHER_TIMERS = DELETE_TIMERS.where(

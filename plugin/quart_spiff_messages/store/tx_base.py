@@ -8,10 +8,11 @@ paging.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import func, select, text
+from sqlalchemy import TextClause, func, select, text
 from sqlalchemy.engine import Connection
 
 from ..events import Event
@@ -27,6 +28,15 @@ T = TypeVar("T")
 def correlation_lock(message_name: str, key: str = "*", digest: str = "") -> str:
     """The advisory lock a message and a wait for it both take (see :meth:`Tx.lock_keys`); ``*`` = any key."""
     return f"{message_name}\x1f{key}\x1f{digest}"
+
+
+@functools.lru_cache(maxsize=64)
+def _lock_statement(exclusive: tuple[bool, ...]) -> TextClause:
+    """``SELECT`` taking one transaction-scoped advisory lock per key (``:k0``, ``:k1``, ...: exclusive or shared,
+    in this order), and the database's time after them."""
+    locks = [f"{'pg_advisory_xact_lock' if excl else 'pg_advisory_xact_lock_shared'}(hashtextextended(:k{i}, 0))"
+             for i, excl in enumerate(exclusive)]
+    return text(f"SELECT {', '.join(locks)}, {sql.DATABASE_NOW_SQL}")
 
 
 class TxBase:
@@ -72,10 +82,12 @@ class TxBase:
         if self.store.dialect != "postgresql":
             return
         wanted = sorted({(k, True) for k in exclusive} | {(k, False) for k in shared} - {(k, False) for k in exclusive})
-        for key, excl in wanted:
-            fn = "pg_advisory_xact_lock" if excl else "pg_advisory_xact_lock_shared"
-            self._saw_time(self.conn.execute(text(f"SELECT {fn}(hashtextextended(:k, 0)), {sql.DATABASE_NOW_SQL}"),
-                                             {"k": key}).one()[1])
+        if not wanted:
+            return
+        # one round trip for all of them, taken left to right in the sorted order (no two transactions deadlock)
+        row = self.conn.execute(_lock_statement(tuple(excl for _, excl in wanted)),
+                                {f"k{i}": key for i, (key, _) in enumerate(wanted)}).one()
+        self._saw_time(row[-1])
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:

@@ -34,6 +34,10 @@ class Messages(TxBase):
             return row
         row = dataclasses.replace(row, created_at=row.created_at or self.now, updated_at=row.updated_at or self.now)
         values = {c: getattr(row, c) for c in sql.MESSAGE_COLUMNS}
+        if with_id is None and self.store.dialect != "postgresql" and self._next_id is None:
+            new_id = int(self.conn.execute(sql.INSERT_MESSAGE_AFTER_LAST, values).scalar_one())
+            self._next_id = new_id + 1  # the space's next id, as :meth:`fresh_ids` hands them out
+            return dataclasses.replace(row, id=new_id)
         if with_id is None:
             fresh = self.fresh_ids(1)
             with_id = fresh[0] if fresh is not None else None
@@ -44,6 +48,21 @@ class Messages(TxBase):
     def add_message(self, with_id: int | None = None, **fields: Any) -> MessageRecord:
         """Draft and write a message at once."""
         return self.save_message(self.draft_message(**fields), with_id)
+
+    def add_receive(self, instance_id: int, task_id: str, **fields: Any) -> MessageRecord:
+        """Write the receive row of the wait of ``task_id`` that a message ends: with the id the wait is listed
+        with while it is indexed (read by the insert itself, no round trip of its own), else a fresh one."""
+        row = self.draft_message(**fields)
+        row = dataclasses.replace(row, created_at=row.created_at or self.now, updated_at=row.updated_at or self.now)
+        values: dict[str, Any] = {c: getattr(row, c) for c in sql.MESSAGE_COLUMNS}
+        values.update(wait_instance=instance_id, wait_task=task_id, wait_message=row.name)
+        if self.store.dialect == "postgresql":
+            stmt = sql.INSERT_RECEIVE_PG
+        else:
+            fresh = self.fresh_ids(1)
+            assert fresh is not None
+            stmt, values["fresh_id"] = sql.INSERT_RECEIVE, fresh[0]
+        return dataclasses.replace(row, id=int(self.conn.execute(stmt, values).scalar_one()))
 
     def update_message(self, row: MessageRecord, **changes: Any) -> MessageRecord:
         """Change a message: written at once if the row exists, kept in the draft otherwise."""

@@ -15,17 +15,21 @@ from .tx_base import TxBase
 class Waits(TxBase):
     """Queries of ``spiff_subscription``: what instances wait for."""
 
-    def sync_subscriptions(self, instance_id: int, group: str,
-                           waits: Sequence[WaitRow]) -> tuple[list[WaitRow], list[EndedWait]]:
+    def sync_subscriptions(self, instance_id: int, group: str, waits: Sequence[WaitRow],
+                           indexed: bool = True) -> tuple[list[WaitRow], list[EndedWait]]:
         """Make the index say exactly ``waits``; unchanged waits keep their row (their place in line).
 
         Two statements, no read: delete what is no longer wanted, insert the rest skipping rows that exist
         (unique index), and learn from ``RETURNING`` which waits are new and which ended (a wait of a task and
-        message no longer in ``waits``, with the keys it expected).
+        message no longer in ``waits``, with the keys it expected). ``indexed=False``: the instance has no row
+        in the index yet (it is being made), so there is nothing to delete.
         """
         wanted = {(w.task_id, w.message_name, w.key.key if w.key else "", w.key.digest if w.key else ""): w
                   for w in waits}
-        if wanted:
+        deleted: Any
+        if not indexed:
+            deleted = ()
+        elif wanted:
             deleted = self.conn.execute(sql.DELETE_OTHER_WAITS, {"instance_id": instance_id, "keep": list(wanted)})
         else:
             deleted = self.conn.execute(sql.DELETE_WAITS, {"instance_id": instance_id})
@@ -67,9 +71,3 @@ class Waits(TxBase):
         stmt = sql.subscription_lookup(len(keys), bool(scope))
         found = dict.fromkeys(WaitingTask(int(i), str(t)) for i, t in self.conn.execute(stmt, params))
         return list(found)
-
-    def wait_id(self, instance_id: int, task_id: str, message_name: str) -> int | None:
-        """The id a wait is listed with (its first index row's), while it is indexed."""
-        found = self.conn.execute(sql.WAIT_ID, {"instance_id": instance_id, "task_id": task_id,
-                                                "name": message_name}).scalar_one_or_none()
-        return int(found) if found is not None else None
