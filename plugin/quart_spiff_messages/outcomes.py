@@ -17,7 +17,9 @@ METRIC_RESULTS = {"delivered": "delivered", "started": "started", "buffered": "b
 class Outcome:
     """What happened to one message (or one API start)."""
 
-    kind: str  # delivered | started | task_completed | retried | buffered | not_accepted | process_error
+    # delivered | started | task_completed | retried | buffered | not_accepted | process_error, and for an
+    # asynchronous send: accepted (queued) | reserved (queued, its ``not_started`` instance in ``instance``)
+    kind: str
     message: MessageRecord | None
     instance: InstanceRecord | None = None
     task_data: dict[str, Any] | None = None
