@@ -10,7 +10,8 @@ from .store import InstanceRecord, MessageRecord
 
 # Outcome kinds as metric results (a replayed outcome counts as "replayed").
 METRIC_RESULTS = {"delivered": "delivered", "started": "started", "buffered": "buffered",
-                  "not_accepted": "not_accepted", "process_error": "error"}
+                  "not_accepted": "not_accepted", "accepted": "accepted", "reserved": "accepted",
+                  "process_error": "error"}
 
 
 @dataclass(frozen=True)
