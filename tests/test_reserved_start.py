@@ -6,6 +6,7 @@ takes when routed ends the reservation ``terminated`` (its ``error`` says why) a
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from quart_spiff_messages.testing import invariant_violations, start_server
 
 from .conftest import CASES, FIXTURES, make_app
 from .test_async_messages import ASYNC, drained, rows
+from .test_reload import LATE
 
 QUIET = {"SPIFF_MESSAGES_ROUTE_QUEUED": "0"}  # nothing routes until the test says so
 
@@ -132,6 +134,29 @@ async def test_a_reserved_start_that_no_longer_takes_ends_terminated_and_its_mes
         assert msg["status"] == "completed"
         receive = (await get(client, f"/messages/{msg['counterpart_id']}"))["message_instance"]
         assert receive["process_instance_id"] not in (holder, second["process_instance"]["id"])
+        assert await ext.runtime.reads.invariant_violations() == []
+
+
+async def test_a_reservation_whose_start_a_reload_removed_ends_terminated(tmp_path: Path, database_url: str,
+                                                                          clock: Clock) -> None:
+    bpmn = tmp_path / "bpmn"
+    shutil.copytree(FIXTURES, bpmn)
+    (bpmn / "late.bpmn").write_text(LATE)
+    app, ext = make_app(bpmn, database_url, clock, **QUIET)
+    async with app.test_app():
+        client = app.test_client()
+        key = str(uuid.uuid4())
+        status, body = await post(client, "late_message", {"n": 1}, time_to_live_in_seconds=120,
+                                  message_instance_uuid=key)
+        assert (status, body["process_instance"]["status"]) == (200, "not_started"), body
+        (bpmn / "late.bpmn").unlink()
+        assert (await client.post("/v1.0/catalog/reload")).status_code == 200
+        assert await ext.runtime.queued.route_all(20, 100) == 1
+        row = (await get(client, f"/process-instances/{body['process_instance']['id']}"))["process_instance"]
+        assert (row["status"], row["error"]["reason"]) == ("terminated", "start_not_taken")
+        assert "no process starts on message 'late_message' any more" in row["error"]["message"]
+        msg = (await get(client, f"/messages/{key}"))["message_instance"]
+        assert (msg["status"], msg["process_instance_id"]) == ("ready", None)  # kept with its TTL, as any other
         assert await ext.runtime.reads.invariant_violations() == []
 
 
