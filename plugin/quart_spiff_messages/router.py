@@ -169,18 +169,21 @@ class Router:
                 return outcome
             return self.unrouted(tx, msg, scoped, tx.now + ttl if ttl > 0 else None)
 
+        # computed before the accept's transaction (on SQLite it holds the one writer)
         start = self.catalog.pick_start(scoped) if asynchronous else None
+        keys = self.message_keys(scoped, payload) if asynchronous else []
+        queue_order = order_key(self.queue_keys(scoped, payload, keys)) if asynchronous else None
 
         def accept(tx: Tx) -> Outcome:
             # a message that will start a process gets its instance reserved now (Spiff Arena's ``not_started``)
-            booked = self.reserve(tx, scoped, payload, start) if start is not None else None
+            booked = self.reserve(tx, scoped, payload, start, keys) if start is not None else None
             # ``running`` until routed; the TTL is kept as the expiry a buffered message will have
             msg = tx.add_message(name=scoped.name, scope=scoped.group, message_type="send", status="running",
                                  payload=payload, message_instance_uuid=key,
                                  expires_at=tx.now + ttl if ttl > 0 else None,
                                  process_instance_id=booked.id if booked is not None else None)
             assert msg.id is not None
-            tx.enqueue(msg.id, order_key(self.queue_keys(scoped, payload)))
+            tx.enqueue(msg.id, queue_order)
             return Outcome("reserved", msg, booked, {}) if booked is not None else Outcome("accepted", msg)
 
         try:
@@ -200,12 +203,12 @@ class Router:
             self.on_queued()
         return done.value
 
-    def reserve(self, tx: Tx, scoped: ScopedName, payload: Mapping[str, Any],
-                start: StartPoint) -> InstanceRecord | None:
+    def reserve(self, tx: Tx, scoped: ScopedName, payload: Mapping[str, Any], start: StartPoint,
+                keys: Iterable[KeyValue]) -> InstanceRecord | None:
         """The ``not_started`` instance an asynchronous message that would start ``start``'s process gets at its
-        accept, or None when it would not start: a waiting task correlates now (one index lookup), or, for a start
-        that makes one instance per correlation key, an active instance holds the key."""
-        pairs = sorted({(kv.key, kv.digest) for kv in self.message_keys(scoped, payload)})
+        accept, or None when it would not start: a waiting task correlates now (one index lookup with the message's
+        ``keys``), or, for a start that makes one instance per correlation key, an active instance holds the key."""
+        pairs = sorted({(kv.key, kv.digest) for kv in keys})
         if tx.find_waiting_tasks(scoped.name, scoped.group, pairs, limit=1):
             return None
         if start.one_per_key and active_keys.holder(tx, start.process_key,
@@ -346,11 +349,14 @@ class Router:
                 keys.setdefault((kv.key, kv.digest), kv)
         return list(keys.values())
 
-    def queue_keys(self, scoped: ScopedName, payload: Mapping[str, Any]) -> list[KeyValue]:
-        """The correlation keys a queued message keeps its order under: those its catches compute and those its
-        Message Start Events give the instance they start (so a start and the messages for the instance it
-        starts keep their order)."""
-        keys = {(kv.key, kv.digest): kv for kv in self.message_keys(scoped, payload)}
+    def queue_keys(self, scoped: ScopedName, payload: Mapping[str, Any],
+                   caught: Iterable[KeyValue] | None = None) -> list[KeyValue]:
+        """The correlation keys a queued message keeps its order under: those its catches compute (``caught``, if
+        computed already) and those its Message Start Events give the instance they start (so a start and the
+        messages for the instance it starts keep their order)."""
+        if caught is None:
+            caught = self.message_keys(scoped, payload)
+        keys = {(kv.key, kv.digest): kv for kv in caught}
         for start in self.catalog.start_points(scoped):
             for kv in key_values(start.properties, payload) or ():
                 keys.setdefault((kv.key, kv.digest), kv)
