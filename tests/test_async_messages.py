@@ -46,12 +46,14 @@ async def drained(http: httpx.AsyncClient, timeout: float = 60.0) -> None:
 
 async def test_async_send_answers_at_once_and_a_worker_routes_it(client: Any) -> None:
     resp = await client.post("/v1.0/messages/order_received", json={"order_id": "AS-1"}, query_string=ASYNC)
-    assert resp.status_code == 202, await resp.get_data()
-    accepted = (await resp.get_json())["message_instance"]
-    assert accepted["status"] == "running"
+    assert resp.status_code == 200, await resp.get_data()  # a start: its instance is reserved (Spiff Arena's)
+    reserved = await resp.get_json()
+    accepted = reserved["message_instance"]
+    assert (accepted["status"], reserved["process_instance"]["status"]) == ("running", "not_started")
     msg = await routed(client, accepted["id"])
     assert msg["status"] == "completed"
     instance_id = (await routed(client, msg["counterpart_id"]))["process_instance_id"]
+    assert instance_id == reserved["process_instance"]["id"]
     resp = await client.post("/v1.0/messages/payment_received", json={"order_id": "AS-1", "amount": 3},
                              query_string=ASYNC)
     assert resp.status_code == 202
@@ -81,10 +83,10 @@ async def test_async_message_nobody_takes_is_refused_or_buffered_when_routed(cli
 
 
 async def send_pairs(url: str, keys: list[str], clients: int, kill: Callable[[], None] | None = None,
-                     kill_after: int = 0) -> dict[str, int]:
+                     kill_after: int = 0, reserved: dict[str, int] | None = None) -> dict[str, int]:
     """For each key, an asynchronous ``order_received`` then ``payment_received``, from ``clients`` clients;
     the status of each answer (0: none, the connection was cut). ``kill`` is called once ``kill_after`` answers
-    came back."""
+    came back. ``reserved`` collects the instance each start's answer reserved, by key."""
     queue = list(reversed(keys))
     answers: dict[str, int] = {}
     killed = False
@@ -102,6 +104,8 @@ async def send_pairs(url: str, keys: list[str], clients: int, kill: Callable[[],
                     try:
                         resp = await http.post(f"/messages/{name}", json=payload, params=ASYNC)
                         answers[f"{name}:{key}"] = resp.status_code
+                        if reserved is not None and resp.status_code == 200:
+                            reserved[key] = resp.json()["process_instance"]["id"]
                     except httpx.HTTPError:
                         answers[f"{name}:{key}"] = 0
                         break  # no payment after a start that may not have been written
@@ -121,8 +125,15 @@ async def rows(http: httpx.AsyncClient, path: str, **params: Any) -> list[dict[s
         page += 1
 
 
-async def check_every_pair(http: httpx.AsyncClient, keys: list[str]) -> None:
-    """Each start made one instance, each payment reached it after the start (so it is complete), once."""
+def answered_as_expected(answers: dict[str, int], cut: bool = False) -> bool:
+    """Each start answered 200 (its instance reserved), each payment 202 (accepted); ``cut``: or no answer."""
+    wanted = {"order_received": 200, "payment_received": 202}
+    return all(status == wanted[name.split(":")[0]] or (cut and status == 0) for name, status in answers.items())
+
+
+async def check_every_pair(http: httpx.AsyncClient, keys: list[str], reserved: dict[str, int] | None = None) -> None:
+    """Each start made one instance (the one its answer reserved, when given), each payment reached it after the
+    start (so it is complete), once."""
     wanted = set(keys)
     sends = [r for r in await rows(http, "/messages", message_type="send") if r["payload"]["order_id"] in wanted]
     assert len(sends) == 2 * len(keys)
@@ -133,6 +144,8 @@ async def check_every_pair(http: httpx.AsyncClient, keys: list[str]) -> None:
     assert sorted(r["counterpart_id"] for r in receives) == sorted(by_id)  # exactly one receive per message
     instances = {r["process_instance_id"] for r in receives}
     assert len(instances) == len(keys)
+    if reserved is not None:
+        assert instances == {reserved[k] for k in keys}
     for instance_id in instances:
         body = (await http.get(f"/process-instances/{instance_id}")).json()
         assert body["process_instance"]["status"] == "complete", body
@@ -142,11 +155,12 @@ async def test_two_workers_route_each_message_once_in_order_per_key(database_url
     keys = [f"OK-{i}" for i in range(120)]
     server = start_server(FIXTURES, database_url, 2, tmp_path / "serve.log")
     try:
-        answers = await send_pairs(server.url, keys, 8)
-        assert set(answers.values()) == {202}, answers
+        reserved: dict[str, int] = {}
+        answers = await send_pairs(server.url, keys, 8, reserved=reserved)
+        assert answered_as_expected(answers), answers
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             await drained(http)
-            await check_every_pair(http, keys)
+            await check_every_pair(http, keys, reserved)
     finally:
         server.stop()
     assert await invariant_violations(database_url) == []
@@ -162,8 +176,9 @@ async def test_a_worker_killed_between_accept_and_routing_loses_nothing(database
     finally:
         del os.environ["SPIFF_MESSAGES_ROUTE_QUEUED"]
     try:
-        answers = await send_pairs(server.url, keys, 8)
-        assert set(answers.values()) == {202}
+        reserved: dict[str, int] = {}
+        answers = await send_pairs(server.url, keys, 8, reserved=reserved)
+        assert answered_as_expected(answers), answers
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             running = (await http.get("/messages", params={"status": "running"})).json()
             assert running["pagination"]["total"] == 2 * len(keys)  # accepted, not routed
@@ -181,14 +196,14 @@ async def test_a_worker_killed_between_accept_and_routing_loses_nothing(database
         answers = await send_pairs(server.url, more, 8, lambda: os.kill(victim, signal.SIGKILL), 150)
     finally:
         server.stop()
-    assert set(answers.values()) <= {0, 202}, answers  # cut connections, never a 4xx or a 500
-    both = [k for k in more if answers.get(f"order_received:{k}") == answers.get(f"payment_received:{k}") == 202]
+    assert answered_as_expected(answers, cut=True), answers  # cut connections, never a 4xx or a 500
+    both = [k for k in more if (answers.get(f"order_received:{k}"), answers.get(f"payment_received:{k}")) == (200, 202)]
     assert len(both) >= 20
     server = start_server(FIXTURES, database_url, 2, tmp_path / "serve-3.log")
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             await drained(http)
-            await check_every_pair(http, keys)  # the first server's messages: each routed once, in order
+            await check_every_pair(http, keys, reserved)  # the first server's messages: each routed once, in order
             await check_every_pair(http, both)  # every pair both of whose messages were accepted
     finally:
         server.stop()
@@ -197,5 +212,9 @@ async def test_a_worker_killed_between_accept_and_routing_loses_nothing(database
 
 async def test_the_python_api_accepts_too(ext: Any, client: Any) -> None:
     outcome = await ext.send_message("order_received", {"order_id": "PY-1"}, asynchronous=True)
-    assert (outcome.kind, outcome.message.status) == ("accepted", "running")
+    assert (outcome.kind, outcome.message.status, outcome.task_data) == ("reserved", "running", {})
+    assert (outcome.instance.status, outcome.message.process_instance_id) == ("not_started", outcome.instance.id)
+    assert (await routed(client, outcome.message.id))["status"] == "completed"
+    outcome = await ext.send_message("payment_received", {"order_id": "PY-1", "amount": 1}, asynchronous=True)
+    assert (outcome.kind, outcome.message.status, outcome.instance) == ("accepted", "running", None)
     assert (await routed(client, outcome.message.id))["status"] == "completed"

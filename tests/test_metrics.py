@@ -71,6 +71,15 @@ async def test_each_result_is_counted_and_the_gauges_follow_the_database(client:
     assert final[("spiff_messages_buffered", ())] == 0
 
 
+async def test_asynchronous_sends_count_as_accepted(client: Any) -> None:
+    before = await scrape(client)
+    for name, payload in (("order_received", {"order_id": "MA-1"}), ("payment_received", {"order_id": "MA-1"})):
+        resp = await client.post(f"/v1.0/messages/{name}?execution_mode=asynchronous", json=payload)
+        assert resp.status_code in (200, 202)  # a start answers with its reserved instance
+    after = await scrape(client)
+    assert {r: sent(after, r) - sent(before, r) for r in ("accepted", "error")} == {"accepted": 2, "error": 0}
+
+
 async def test_metrics_need_the_api_key_and_pass_the_authorize_hook(bpmn_dir: Path, database_url: str,
                                                                      clock: Clock) -> None:
     actions: list[str] = []

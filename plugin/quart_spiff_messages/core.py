@@ -32,6 +32,7 @@ from .store import (
     WaitRow,
     active_keys,
     correlation_lock,
+    reserved,
 )
 
 # A delivery can make an instance take buffered messages, which can make it wait again: bound the chain.
@@ -209,7 +210,8 @@ class Core:
         return await self.store.run(lambda tx: self.apply(tx, action, instance_id))
 
     def apply(self, tx: Tx, action: Action, instance_id: int | None = None) -> Applied | None:
-        """Apply ``action`` to instance ``instance_id`` (or to a new instance) inside ``tx``, at ``tx.now``.
+        """Apply ``action`` to instance ``instance_id`` (or to a new instance) inside ``tx``, at ``tx.now``. A start
+        by message with ``instance_id`` starts that reserved ``not_started`` row instead of a new one.
 
         Every timer of the instance already due fires first (:func:`timers_first`). None when the action does not
         take (the instance is gone or finished, or its task does not catch the message) and no timer fired: then
@@ -224,16 +226,28 @@ class Core:
         fired: list[TimerWait] = []
         had_timers = had_services = False
         if isinstance(action, (StartByMessage, StartWithData, StartByTimer)):
+            # ``instance_id``: the ``not_started`` row an asynchronous accept reserved for this start (else a new row)
+            booked = self._reservation(tx, action, instance_id)
+            if instance_id is not None and booked is None:
+                return None
             made = action.make(self)
             if made is None:
                 return None
             inst, entry = made, made.entry
-            row = tx.add_instance(process_key=entry.key, process_id=entry.process_id, group=entry.group,
-                                  spec_version=entry.spec_version)
+            if booked is not None and booked.process_key != entry.key:
+                return None  # the catalog was reloaded: the message now starts another process
+            row = booked or tx.add_instance(process_key=entry.key, process_id=entry.process_id, group=entry.group,
+                                            spec_version=entry.spec_version)
             held = action.held_keys() if isinstance(action, StartByMessage) else []
             if held and not active_keys.hold(tx, entry.key, held, row.id):
-                active_keys.drop_instance(tx, row.id)  # an active instance has the key: the start does not take
+                # an active instance has the key: the start does not take (a reservation keeps its row)
+                if booked is None:
+                    active_keys.drop_instance(tx, row.id)
+                else:
+                    active_keys.release(tx, row.id)
                 return None
+            if row.spec_version != entry.spec_version:  # reloaded since the reservation: it starts on today's spec
+                row = tx.set_spec_version(row, entry.spec_version)
             tx.record_event("instance_started", row.id, process_model_identifier=entry.key)
             inst.run_info = _run_info(row)
             ready_before: set[str] = set()
@@ -243,7 +257,8 @@ class Core:
                 raise ValueError(f"{type(action).__name__} needs the instance it is for")
             found = tx.lock_instance(instance_id)
             retry = isinstance(action, Retry)
-            if found is None or found.status == "complete" or (found.status == "error") != retry:
+            if found is None or found.status == "complete" or (found.status == "error") != retry \
+                    or found.status in reserved.NEVER_RAN:  # nothing ran: no state to act on
                 return None
             row, before = found, found
             inst = self._load_current(tx, found) if retry \
@@ -277,6 +292,17 @@ class Core:
         tx.after_commit.append(functools.partial(self.engine.keep, row.id, row.state, inst))
         failure = inst.failure.as_json() if inst.failure is not None else None
         return Applied(row, consumed, self.engine.task_data(inst), failure, tuple(fired))
+
+    @staticmethod
+    def _reservation(tx: Tx, action: Action, instance_id: int | None) -> InstanceRecord | None:
+        """The reserved row a start by message is for, locked; None when there is none or it is no longer
+        ``not_started`` (then the start does not take: an instance starts once)."""
+        if instance_id is None:
+            return None
+        if not isinstance(action, StartByMessage):
+            raise ValueError(f"{type(action).__name__} makes a new instance: only a start by message has a reservation")
+        found = tx.lock_instance(instance_id)
+        return found if found is not None and found.status == reserved.NOT_STARTED else None
 
     def timers_first(self, inst: Instance, pending: list[TimerWait], now: float) -> list[TimerWait]:
         """The precedence rule: before anything is offered to an instance, each of its timers already due fires
@@ -420,6 +446,8 @@ class Core:
     # -- reading ----------------------------------------------------------------------------------------------
     def view(self, tx: Tx, row: InstanceRecord) -> InstanceView:
         """An instance's current data and what it waits for, read from its state (not from the index)."""
+        if row.status in reserved.NEVER_RAN:  # reserved, not started (or ended so): no data, no waits
+            return InstanceView(row, {}, [], [], [])
         inst = self.engine.load(row.state, self.entry(tx, row))
         timers = self.engine.timers(inst)
         services = self.engine.service_tasks(inst)
@@ -431,13 +459,17 @@ class Core:
 
     def element_states(self, tx: Tx, row: InstanceRecord) -> list[ElementState]:
         """Where the instance stands, element by element, read from its saved state (the one reading every view
-        of states uses: the console's diagram, Spiff Arena's task-info)."""
+        of states uses: the console's diagram, Spiff Arena's task-info); none for an instance that never ran."""
+        if row.status in reserved.NEVER_RAN:
+            return []
         inst = self.engine.load(row.state, self.entry(tx, row))
         failed = row.error.get("task") if row.error else None
         return self.engine.element_states(inst, failed if isinstance(failed, str) else None)
 
     def task(self, tx: Tx, row: InstanceRecord, task_ref: str) -> HumanTask | None:
         """One task of an instance (by guid, or by element id), read from its state."""
+        if row.status in reserved.NEVER_RAN:
+            return None
         return self.engine.task(self.engine.load(row.state, self.entry(tx, row)), task_ref)
 
     def entry(self, tx: Tx, row: InstanceRecord) -> ProcessEntry:

@@ -404,7 +404,8 @@ class SpiffMessages:
 
         ``ttl`` > 0 keeps a message nobody takes now for that many seconds (``message_instance_uuid`` required);
         a ``message_instance_uuid`` sent again returns the stored outcome. ``asynchronous``: the message is
-        written and the outcome is ``accepted`` (status ``running``); a routing loop routes it right after.
+        written and the outcome is ``accepted`` (status ``running``), or ``reserved`` with the ``not_started``
+        instance reserved for a message that will start one; a routing loop routes it right after.
         ``caller``: who script functions see as ``context.caller`` (over HTTP, what the ``identify`` hook
         returned); None: nobody.
         """

@@ -17,9 +17,11 @@ from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-# result: delivered, started, buffered, not_accepted, replayed, conflict, invalid (refused by a rule, 4xx),
-# error (the process failed, or the request could not be handled: busy instance, database)
-SEND_RESULTS = ("delivered", "started", "buffered", "not_accepted", "replayed", "conflict", "invalid", "error")
+# result: delivered, started, buffered, not_accepted, accepted (execution_mode=asynchronous: queued, a start's
+# instance reserved), replayed, conflict, invalid (refused by a rule, 4xx), error (the process failed, or the request
+# could not be handled: busy instance, database)
+SEND_RESULTS = ("delivered", "started", "buffered", "not_accepted", "accepted", "replayed", "conflict", "invalid",
+                "error")
 
 SEND_TOTAL = Counter("spiff_message_send", "Messages sent, by what happened to them.", ["result"])
 SEND_DURATION = Histogram(

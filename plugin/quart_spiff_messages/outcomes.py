@@ -10,14 +10,17 @@ from .store import InstanceRecord, MessageRecord
 
 # Outcome kinds as metric results (a replayed outcome counts as "replayed").
 METRIC_RESULTS = {"delivered": "delivered", "started": "started", "buffered": "buffered",
-                  "not_accepted": "not_accepted", "process_error": "error"}
+                  "not_accepted": "not_accepted", "accepted": "accepted", "reserved": "accepted",
+                  "process_error": "error"}
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What happened to one message (or one API start)."""
 
-    kind: str  # delivered | started | task_completed | retried | buffered | not_accepted | process_error
+    # delivered | started | task_completed | retried | buffered | not_accepted | process_error, and for an
+    # asynchronous send: accepted (queued) | reserved (queued, its ``not_started`` instance in ``instance``)
+    kind: str
     message: MessageRecord | None
     instance: InstanceRecord | None = None
     task_data: dict[str, Any] | None = None

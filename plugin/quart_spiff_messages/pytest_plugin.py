@@ -124,7 +124,7 @@ class InstanceView:
 
     id: int
     process_key: str
-    status: str  # waiting | complete | error | user_input_required
+    status: str  # waiting | complete | error | user_input_required (not_started | terminated: an async reservation)
     data: dict[str, Any]
     waiting_for: list[Wait] = field(default_factory=list)
     error: dict[str, Any] | None = None

@@ -6,6 +6,7 @@ routing are skipped on PostgreSQL, and their successors wait behind them), and r
 transaction through the router and the core, as a synchronous send would: each in a savepoint of its own, so one
 that fails is rolled back alone. Routing a message deletes its queue row in the same savepoint: a crash before the
 commit leaves the row for the next round (this worker's after a restart, or another's), a commit leaves none.
+A message whose accept reserved a ``not_started`` instance starts exactly that one (:meth:`.Router.route_reserved`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 
 from .names import ScopedName
 from .router import Router
-from .store import Busy, Tx, fault
+from .store import Busy, Tx, fault, reserved
 
 log = logging.getLogger("quart_spiff_messages")
 # The longest a round of routing waits for the accepts under way (under a flood it goes on anyway).
@@ -81,7 +82,9 @@ class Queued:
         if msg is None or msg.status != "running":  # cancelled or purged meanwhile
             return
         scoped = ScopedName(msg.scope, msg.name)
-        outcome, msg = self.router.route(tx, msg, scoped)
+        # an outside message links an instance only when its accept reserved one for it (thrown ones are not queued)
+        route = self.router.route if msg.process_instance_id is None else self.router.route_reserved
+        outcome, msg = route(tx, msg, scoped)
         if outcome is None:
             self.router.unrouted(tx, msg, scoped, msg.expires_at)
 
@@ -91,6 +94,8 @@ class Queued:
         msg = tx.message(message_id)
         if msg is not None:
             tx.update_message(msg, status="failed", failure_cause=cause[:2000])
+            if msg.process_instance_id is not None:  # its reserved instance is never started: it ends
+                reserved.terminate(tx, msg.process_instance_id, f"its start message failed: {cause[:1000]}", msg.id)
 
     async def pending(self) -> int:
         """How many accepted messages wait to be routed."""

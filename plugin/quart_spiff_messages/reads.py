@@ -7,7 +7,7 @@ from .core import Core, InstanceView
 from .engine import ElementState
 from .errors import InstanceNotFound, MessageNotFound
 from .events import Event
-from .store import InstanceRecord, MessageFilter, MessageRecord, Page, Store, Tx, active_keys
+from .store import InstanceRecord, MessageFilter, MessageRecord, Page, Store, Tx, active_keys, reserved
 from .store.listing import ListedMessage, instances_of, list_messages, waits_of
 from .store.process_stats import instance_stats
 
@@ -104,7 +104,8 @@ class Reads:
 
         no instance is ``waiting`` with nothing to wait for (no indexed wait and no indexed timer); no message is left
         ``running``; every delivered message has exactly one ``receive`` row; no completed instance holds a
-        correlation key (one instance per correlation key).
+        correlation key (one instance per correlation key); no instance stays ``not_started`` without a queued message
+        to start it.
         """
 
         def check(tx: Tx) -> list[str]:
@@ -120,6 +121,8 @@ class Reads:
                       for send_id, n in tx.deliveries_without_one_receive()]
             found += [f"process instance {i} completed but still holds correlation key {k!r}"
                       for i, k in active_keys.held_by_completed(tx)]
+            found += [f"process instance {r.id} ({r.process_key}) is not_started and no queued message will start it"
+                      for r in reserved.orphans(tx)]
             return found
 
         return await self.store.read(check)

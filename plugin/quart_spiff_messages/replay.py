@@ -38,6 +38,10 @@ class Replay:
                 view = self.core.view(tx, row)
                 failure = row.error if msg.status == "failed" else None
                 return Outcome.of("delivered", Applied(row, msg, view.data, failure), replayed=True)
+        if msg.status == "running" and msg.process_instance_id is not None:  # accepted, its instance reserved
+            booked = tx.instance(msg.process_instance_id)
+            if booked is not None:
+                return Outcome("reserved", msg, booked, {}, replayed=True)
         if msg.status == "not_accepted":
             return Outcome("not_accepted", msg, reason=msg.failure_cause, replayed=True)
         return Outcome("buffered", msg, replayed=True)

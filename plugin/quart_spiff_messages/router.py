@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from . import metrics, refusals
-from .catalog import Catalog
+from .catalog import Catalog, StartPoint
 from .core import Core, Deliver, StartByMessage, StartWithData
 from .correlation import KeyValue, key_values
 from .errors import (
@@ -41,7 +41,18 @@ from .names import ScopedName, parse_modified_name, parse_process_id
 from .outcomes import METRIC_RESULTS, Outcome
 from .refusals import Refusal
 from .replay import Replay
-from .store import AlreadyExists, Busy, Committed, MessageRecord, Store, Tx, correlation_lock
+from .store import (
+    AlreadyExists,
+    Busy,
+    Committed,
+    InstanceRecord,
+    MessageRecord,
+    Store,
+    Tx,
+    active_keys,
+    correlation_lock,
+    reserved,
+)
 
 log = logging.getLogger("quart_spiff_messages")
 T = TypeVar("T")
@@ -158,14 +169,22 @@ class Router:
                 return outcome
             return self.unrouted(tx, msg, scoped, tx.now + ttl if ttl > 0 else None)
 
+        # computed before the accept's transaction (on SQLite it holds the one writer)
+        start = self.catalog.pick_start(scoped) if asynchronous else None
+        keys = self.message_keys(scoped, payload) if asynchronous else []
+        queue_order = order_key(self.queue_keys(scoped, payload, keys)) if asynchronous else None
+
         def accept(tx: Tx) -> Outcome:
+            # a message that will start a process gets its instance reserved now (Spiff Arena's ``not_started``)
+            booked = self.reserve(tx, scoped, payload, start, keys) if start is not None else None
             # ``running`` until routed; the TTL is kept as the expiry a buffered message will have
             msg = tx.add_message(name=scoped.name, scope=scoped.group, message_type="send", status="running",
                                  payload=payload, message_instance_uuid=key,
-                                 expires_at=tx.now + ttl if ttl > 0 else None)
+                                 expires_at=tx.now + ttl if ttl > 0 else None,
+                                 process_instance_id=booked.id if booked is not None else None)
             assert msg.id is not None
-            tx.enqueue(msg.id, order_key(self.queue_keys(scoped, payload)))
-            return Outcome("accepted", msg)
+            tx.enqueue(msg.id, queue_order)
+            return Outcome("reserved", msg, booked, {}) if booked is not None else Outcome("accepted", msg)
 
         try:
             if asynchronous:
@@ -183,6 +202,53 @@ class Router:
         if asynchronous and self.on_queued is not None:
             self.on_queued()
         return done.value
+
+    def reserve(self, tx: Tx, scoped: ScopedName, payload: Mapping[str, Any], start: StartPoint,
+                keys: Iterable[KeyValue]) -> InstanceRecord | None:
+        """The ``not_started`` instance an asynchronous message that would start ``start``'s process gets at its
+        accept, or None when it would not start: a waiting task correlates now (one index lookup with the message's
+        ``keys``), or, for a start that makes one instance per correlation key, an active instance holds the key."""
+        pairs = sorted({(kv.key, kv.digest) for kv in keys})
+        if tx.find_waiting_tasks(scoped.name, scoped.group, pairs, limit=1):
+            return None
+        if start.one_per_key and active_keys.holder(tx, start.process_key,
+                                                    key_values(start.properties, payload) or []) is not None:
+            return None
+        entry = self.catalog.processes[start.process_key]
+        return reserved.reserve(tx, process_key=entry.key, process_id=entry.process_id, group=entry.group,
+                                spec_version=entry.spec_version)
+
+    def route_reserved(self, tx: Tx, msg: MessageRecord,
+                       scoped: ScopedName) -> tuple[Outcome | None, MessageRecord]:
+        """Route a queued message whose accept reserved an instance: start exactly that instance (the core's
+        ``StartByMessage`` on the reserved row). When the start no longer takes (the catalog was reloaded without
+        it, or an active instance now holds its correlation key), the reservation ends ``terminated`` with the
+        reason and the message is unlinked and routed as any other (:meth:`route`)."""
+        assert msg.process_instance_id is not None
+        booked, msg, pairs = msg.process_instance_id, *self._lock(tx, msg, scoped)
+        start = self.catalog.pick_start(scoped)
+        if start is not None:
+            applied = self.core.apply(tx, StartByMessage(msg, start), booked)
+            if applied is not None:
+                return Outcome.of("started", applied), msg
+        reserved.terminate(tx, booked, self._why_not_started(tx, scoped, msg, booked), msg.id)
+        msg = tx.update_message(msg, process_instance_id=None)
+        return self._deliver_or_start(tx, msg, scoped, pairs), msg
+
+    def _why_not_started(self, tx: Tx, scoped: ScopedName, msg: MessageRecord, booked: int) -> str:
+        """Why a reserved instance was not started, in words (its ``error.message`` once terminated)."""
+        start = self.catalog.pick_start(scoped)
+        row = tx.instance(booked)
+        if start is None:
+            return f"no process starts on message {scoped.name!r} any more (the BPMN folder was reloaded)"
+        if row is not None and start.process_key != row.process_key:
+            return f"message {scoped.name!r} starts process {start.process_key!r} now (the BPMN folder was reloaded)"
+        holder = active_keys.holder(tx, start.process_key, key_values(start.properties, msg.payload_object) or []) \
+            if start.one_per_key else None
+        if holder is not None:
+            return (f"process instance {holder} of {start.process_key!r} holds the message's correlation key "
+                    "(one instance per correlation key)")
+        return f"the Message Start Event of {start.process_key!r} did not catch the message"
 
     def unrouted(self, tx: Tx, msg: MessageRecord, scoped: ScopedName, expires_at: float | None) -> Outcome:
         """What becomes of a message nothing took: kept ``ready`` until ``expires_at`` (a TTL), else refused."""
@@ -246,24 +312,34 @@ class Router:
 
         Returns the outcome (None when nothing took it) and the message as it is now.
         """
-        payload = msg.payload_object
-        keys = self.message_keys(scoped, payload)
+        msg, pairs = self._lock(tx, msg, scoped)
+        return self._deliver_or_start(tx, msg, scoped, pairs), msg
+
+    def _lock(self, tx: Tx, msg: MessageRecord,
+              scoped: ScopedName) -> tuple[MessageRecord, list[tuple[str, str]]]:
+        """Compute the message's correlation keys and take their locks (a receiver coming to wait at the same
+        moment takes them too); the message with its keys, and the keys as (name, digest)."""
+        keys = self.message_keys(scoped, msg.payload_object)
         if msg.correlation_keys is None:  # a thrown message keeps the correlations SpiffWorkflow computed
             msg = tx.update_message(msg, correlation_keys={kv.key: dict(kv.values) for kv in keys} or None)
         pairs = sorted({(kv.key, kv.digest) for kv in keys})
         tx.lock_keys(exclusive=[correlation_lock(scoped.name, k, d) for k, d in pairs],
                      shared=[correlation_lock(scoped.name)])
+        return msg, pairs
+
+    def _deliver_or_start(self, tx: Tx, msg: MessageRecord, scoped: ScopedName,
+                          pairs: list[tuple[str, str]]) -> Outcome | None:
         for waiting in tx.find_waiting_tasks(scoped.name, scoped.group, pairs):
             applied = self.core.apply(tx, Deliver(msg, waiting.task_id), waiting.instance_id)
             if applied is not None and applied.message is not None:
-                return Outcome.of("delivered", applied), msg
+                return Outcome.of("delivered", applied)
             # else the index said yes and SpiffWorkflow no, or an overdue timer took the wait first: next one
         start = self.catalog.pick_start(scoped)
         if start is not None:
             applied = self.core.apply(tx, StartByMessage(msg, start))
             if applied is not None:
-                return Outcome.of("started", applied), msg
-        return None, msg
+                return Outcome.of("started", applied)
+        return None
 
     def message_keys(self, scoped: ScopedName, payload: Mapping[str, Any]) -> list[KeyValue]:
         """Correlation keys the payload carries, computed with the receiving catches' retrieval expressions."""
@@ -273,11 +349,14 @@ class Router:
                 keys.setdefault((kv.key, kv.digest), kv)
         return list(keys.values())
 
-    def queue_keys(self, scoped: ScopedName, payload: Mapping[str, Any]) -> list[KeyValue]:
-        """The correlation keys a queued message keeps its order under: those its catches compute and those its
-        Message Start Events give the instance they start (so a start and the messages for the instance it
-        starts keep their order)."""
-        keys = {(kv.key, kv.digest): kv for kv in self.message_keys(scoped, payload)}
+    def queue_keys(self, scoped: ScopedName, payload: Mapping[str, Any],
+                   caught: Iterable[KeyValue] | None = None) -> list[KeyValue]:
+        """The correlation keys a queued message keeps its order under: those its catches compute (``caught``, if
+        computed already) and those its Message Start Events give the instance they start (so a start and the
+        messages for the instance it starts keep their order)."""
+        if caught is None:
+            caught = self.message_keys(scoped, payload)
+        keys = {(kv.key, kv.digest): kv for kv in caught}
         for start in self.catalog.start_points(scoped):
             for kv in key_values(start.properties, payload) or ():
                 keys.setdefault((kv.key, kv.digest), kv)

@@ -188,9 +188,10 @@ def instance_header(instance: InstanceRecord, display_name: str | None, initiato
     return {
         "process_model_display_name": display_name,
         "process_initiator_username": initiator,
-        "start_in_seconds": int(instance.created_at),
+        # a reserved instance (not_started) has not started; one whose start did not take ended (terminated)
+        "start_in_seconds": None if instance.status == "not_started" else int(instance.created_at),
         "task_updated_at_in_seconds": int(instance.updated_at),
-        "end_in_seconds": int(instance.updated_at) if instance.status == "complete" else None,
+        "end_in_seconds": int(instance.updated_at) if instance.status in ("complete", "terminated") else None,
         "bpmn_version_control_identifier": instance.spec_version,
         "bpmn_version_control_type": VERSION_TYPE,
         "process_metadata": process_metadata(instance),

@@ -41,7 +41,8 @@ def _outcome(outcome: Outcome) -> Response:
     msg = views.message_json(outcome.message) if outcome.message is not None else None
     if outcome.kind in ("buffered", "accepted") and outcome.message is not None:
         return _ok({"message_instance": views.message_summary(outcome.message)}, 202)
-    if outcome.kind in ("delivered", "started", "task_completed", "retried") and outcome.instance is not None:
+    if outcome.kind in ("delivered", "started", "reserved", "task_completed", "retried") \
+            and outcome.instance is not None:
         return _ok({"task_data": outcome.task_data or {},
                     "process_instance": views.instance_json(outcome.instance),
                     "message_instance": msg})
@@ -69,6 +70,11 @@ async def send_message(modified_message_name: str) -> Response:
     `orders` and its sub-groups. With `time_to_live_in_seconds` > 0 a message nobody takes now is kept
     (`202`) until an instance comes to wait for it; otherwise it is answered `400 message_not_accepted`, whose
     `reason` says why. Sending again with the same `message_instance_uuid` returns the stored outcome.
+
+    With `execution_mode=asynchronous` the message is stored and routed right after, by a worker: a message that
+    will start a process (no waiting instance correlates, a Message Start Event takes it) is answered `200` with
+    the instance reserved for it (`status: not_started`, `task_data: {}`), which that worker then starts; any
+    other message `202` with the message (`status: running`).
     """
     parse_modified_name(modified_message_name, field="modified_message_name")
     options = query(schemas.SendQuery)

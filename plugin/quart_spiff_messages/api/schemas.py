@@ -10,7 +10,8 @@ from .. import errors as e
 
 MessageStatus = Literal["ready", "running", "completed", "failed", "cancelled", "not_accepted"]
 MessageType = Literal["send", "receive"]
-InstanceStatus = Literal["waiting", "user_input_required", "complete", "error"]
+# not_started: reserved by an asynchronous start, not run yet; terminated: that start did not take (``error`` says why)
+InstanceStatus = Literal["not_started", "waiting", "user_input_required", "complete", "error", "terminated"]
 MAX_PER_PAGE = 1000
 MAX_INT = 2**53  # ids, pages and epoch seconds stay far below; larger numbers are refused, not overflowed
 Id = Annotated[int, Field(ge=1, le=MAX_INT)]
@@ -214,6 +215,9 @@ class ProcessInstanceDetailOut(ProcessInstanceOut):
 
 
 class DeliveredOut(BaseModel):
+    """The instance the message reached or started, its latest task data and the message. For an asynchronous
+    start: the instance reserved for it (`not_started`, `task_data` empty) and the send row (`running`)."""
+
     task_data: dict[str, Any]
     process_instance: ProcessInstanceOut
     message_instance: MessageInstanceOut | None = None

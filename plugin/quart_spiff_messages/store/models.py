@@ -12,7 +12,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 MESSAGE_STATUSES = ("ready", "running", "completed", "failed", "cancelled", "not_accepted")
 MESSAGE_TYPES = ("send", "receive")
-INSTANCE_STATUSES = ("waiting", "user_input_required", "complete", "error")
+INSTANCE_STATUSES = ("not_started", "waiting", "user_input_required", "complete", "error", "terminated")
 
 
 class Base(DeclarativeBase):
