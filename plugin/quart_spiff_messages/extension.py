@@ -45,6 +45,9 @@ log = logging.getLogger("quart_spiff_messages")
 F = TypeVar("F", bound=Callable[..., Any])
 # Queued messages routed per turn of the routing loop (then it looks at the queue again at once).
 QUEUE_ROUND = 1000
+# How soon the routing loop looks at the queue again after a round that routed something (a read; backs off to the
+# timer interval while the queue stays empty): another process's accepts reach a routing process this late at most.
+QUEUE_POLL_BUSY_SECONDS = 0.01
 
 __all__ = ["EXTENSION_KEY", "Authorize", "Reloaded", "SpiffMessages"]
 
@@ -251,16 +254,21 @@ class SpiffMessages:
 
     async def _route_forever(self, state: _AppState, wake: Wake) -> None:
         """Route the messages accepted asynchronously while the app serves: at once when this worker queues one,
-        and at least every timer interval (what other workers queued or left behind)."""
+        and at least every timer interval (what other workers queued or left behind). Other processes' accepts
+        wake nothing here, so after a round that found messages the queue is looked at again soon
+        (:data:`QUEUE_POLL_BUSY_SECONDS`), then less and less often, up to the interval, while it stays empty."""
         interval = state.settings.timer_interval_seconds or 1.0
+        pause = interval
         while True:
+            routed = 0
             try:
-                await state.runtime.queued.route_all(state.settings.queue_batch, QUEUE_ROUND)
+                routed = await state.runtime.queued.route_all(state.settings.queue_batch, QUEUE_ROUND)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("routing queued messages failed; retrying")
-            await wake.sleep(interval)
+            pause = min(QUEUE_POLL_BUSY_SECONDS, interval) if routed else min(pause * 2, interval)
+            await wake.sleep(pause)
 
     async def _work_forever(self, state: _AppState, services: Services, alarm: Alarm) -> None:
         """Fire due timers and call due service handlers while the app serves: at each nearest due time, at once
