@@ -434,13 +434,17 @@ class Core:
         if inst.failure is not None:
             status = "failed"
             cause = f"process instance {row.id} failed in {inst.failure.task}: {inst.failure.message}"
-        msg = tx.save_message(tx.update_message(msg, status=status, failure_cause=cause))
+        written = msg.id is not None  # a queued or buffered message; a synchronous send's is still a draft
+        if not written:  # written with its outcome now: the receive row needs its id
+            msg = tx.save_message(tx.update_message(msg, status=status, failure_cause=cause))
         tx.record_event("message_delivered", row.id, msg.id, name=msg.name, status=status)
         fields: dict[str, Any] = dict(
             name=msg.name, scope=msg.scope, message_type="receive", status=status, payload=None,
             correlation_keys=self.engine.correlations(inst), process_instance_id=row.id, counterpart_id=msg.id,
             failure_cause=cause)
         receive = tx.add_receive(row.id, task_id, **fields) if task_id is not None else tx.add_message(**fields)
+        if written:  # its outcome and its counterpart in one update
+            return tx.update_message(msg, status=status, failure_cause=cause, counterpart_id=receive.id)
         return tx.update_message(msg, counterpart_id=receive.id)
 
     # -- reading ----------------------------------------------------------------------------------------------

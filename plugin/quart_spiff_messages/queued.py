@@ -17,7 +17,7 @@ import logging
 
 from .names import ScopedName
 from .router import Router
-from .store import Busy, Tx, fault, reserved
+from .store import Busy, MessageRecord, Tx, fault, reserved
 
 log = logging.getLogger("quart_spiff_messages")
 # The longest a round of routing waits for the accepts under way (under a flood it goes on anyway).
@@ -51,10 +51,12 @@ class Queued:
 
         def attempt(tx: Tx) -> int:
             routed = 0
-            for message_id in tx.claim_queued(batch):
+            for queued in tx.claim_queued(batch):
+                assert queued.id is not None
+                message_id = queued.id
                 try:
                     with tx.savepoint():
-                        self._route(tx, message_id)
+                        self._route(tx, queued)
                     routed += 1
                 except Exception as exc:
                     kind = fault(exc)
@@ -76,10 +78,11 @@ class Queued:
         await self.router.flush(done.outbox)
         return done.value
 
-    def _route(self, tx: Tx, message_id: int) -> None:
-        tx.dequeue(message_id)
-        msg = tx.message(message_id)
-        if msg is None or msg.status != "running":  # cancelled or purged meanwhile
+    def _route(self, tx: Tx, msg: MessageRecord) -> None:
+        """Route one claimed message (as read by the claim: only its routing changes a ``running`` message)."""
+        assert msg.id is not None
+        tx.dequeue(msg.id)
+        if msg.status != "running":  # routed or failed before a crash left its queue row (none is left otherwise)
             return
         scoped = ScopedName(msg.scope, msg.name)
         # an outside message links an instance only when its accept reserved one for it (thrown ones are not queued)

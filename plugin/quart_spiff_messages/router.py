@@ -69,6 +69,11 @@ def order_key(keys: Iterable[KeyValue]) -> str | None:
     return ";".join(pairs)[:512] if pairs else None
 
 
+def correlation_keys_of(keys: Iterable[KeyValue]) -> dict[str, dict[str, Any]] | None:
+    """A message's correlation keys as its row keeps them (``{key: {property: value}}``; None: it has none)."""
+    return {kv.key: dict(kv.values) for kv in keys} or None
+
+
 def normalize_uuid(value: str) -> str:
     """A message_instance_uuid in canonical form, stored lower-case."""
     if len(value) > 40:
@@ -179,7 +184,7 @@ class Router:
             booked = self.reserve(tx, scoped, payload, start, keys) if start is not None else None
             # ``running`` until routed; the TTL is kept as the expiry a buffered message will have
             msg = tx.add_message(name=scoped.name, scope=scoped.group, message_type="send", status="running",
-                                 payload=payload, message_instance_uuid=key,
+                                 payload=payload, message_instance_uuid=key, correlation_keys=correlation_keys_of(keys),
                                  expires_at=tx.now + ttl if ttl > 0 else None,
                                  process_instance_id=booked.id if booked is not None else None)
             assert msg.id is not None
@@ -320,8 +325,10 @@ class Router:
         """Compute the message's correlation keys and take their locks (a receiver coming to wait at the same
         moment takes them too); the message with its keys, and the keys as (name, digest)."""
         keys = self.message_keys(scoped, msg.payload_object)
-        if msg.correlation_keys is None:  # a thrown message keeps the correlations SpiffWorkflow computed
-            msg = tx.update_message(msg, correlation_keys={kv.key: dict(kv.values) for kv in keys} or None)
+        found = correlation_keys_of(keys)
+        # a thrown message keeps the correlations SpiffWorkflow computed, a queued one those of its accept
+        if msg.correlation_keys is None and found is not None:
+            msg = tx.update_message(msg, correlation_keys=found)
         pairs = sorted({(kv.key, kv.digest) for kv in keys})
         tx.lock_keys(exclusive=[correlation_lock(scoped.name, k, d) for k, d in pairs],
                      shared=[correlation_lock(scoped.name)])

@@ -206,11 +206,13 @@ ENDED_RECEIVES = (select(_LATEST_ENDED.c.process_instance_id, _LATEST_ENDED.c.co
 
 
 def _queue_heads() -> Any:
-    """The oldest queued message of each order key (and every message without one), oldest first."""
+    """The oldest queued message of each order key (and every message without one), oldest first: the message rows
+    themselves (routing needs them; no read of its own per message)."""
     older = QUEUE.alias("older")
     earlier = (select(older.c.id)
                .where(older.c.order_key == QUEUE.c.order_key, older.c.id < QUEUE.c.id).exists())
-    return (select(QUEUE.c.message_instance_id).where(~earlier).order_by(QUEUE.c.id).limit(bindparam("limit")))
+    return (select(MESSAGES).join(QUEUE, QUEUE.c.message_instance_id == MESSAGES.c.id).where(~earlier)
+            .order_by(QUEUE.c.id).limit(bindparam("limit")))
 
 
 INSERT_QUEUED = insert(QUEUE)

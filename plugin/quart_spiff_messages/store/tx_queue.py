@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from . import statements as sql
+from .records import MessageRecord, record
 from .tx_base import TxBase
 
 
@@ -16,11 +17,11 @@ class Queue(TxBase):
         self.conn.execute(sql.INSERT_QUEUED, {"message_instance_id": message_id, "order_key": order_key,
                                               "created_at": self.now})
 
-    def claim_queued(self, limit: int) -> list[int]:
+    def claim_queued(self, limit: int) -> list[MessageRecord]:
         """Up to ``limit`` queued messages to route now, oldest first: the oldest of each order key only, none
         another transaction is routing (PostgreSQL, locked until commit; SQLite's one writer serializes)."""
         stmt = sql.CLAIM_QUEUE_HEADS if self.store.dialect == "postgresql" else sql.QUEUE_HEADS
-        return [int(i) for i in self.conn.execute(stmt, {"limit": limit}).scalars()]
+        return [record(MessageRecord, row) for row in self.conn.execute(stmt, {"limit": limit}).mappings()]
 
     def dequeue(self, message_id: int) -> None:
         self.conn.execute(sql.DELETE_QUEUED, {"id": message_id})
