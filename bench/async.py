@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import random
 import shutil
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -54,7 +51,7 @@ from sqlalchemy import func, select
 
 from quart_spiff_messages.store import Tx
 from quart_spiff_messages.store.statements import MESSAGES, QUEUE
-from quart_spiff_messages.testing import Server
+from quart_spiff_messages.testing import Server, environment
 
 CHUNK = 250
 ASYNC = {"execution_mode": "asynchronous"}
@@ -93,21 +90,6 @@ async def get_all(url: str, count: int, clients: int) -> float:
     t0 = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     return time.perf_counter() - t0
-
-
-@contextlib.contextmanager
-def environment(**values: str) -> Iterator[None]:
-    """Environment variables for the servers started inside the block."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 async def queued(site: Site) -> int:

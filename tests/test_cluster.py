@@ -29,7 +29,7 @@ from sqlalchemy.pool import NullPool
 
 from quart_spiff_messages.store import db
 from quart_spiff_messages.store import statements as sql
-from quart_spiff_messages.testing import invariant_violations, serving
+from quart_spiff_messages.testing import environment, invariant_violations, serving
 
 from .conftest import CASES, FIXTURES, Clock, make_app
 
@@ -380,16 +380,8 @@ LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")  # Deb
 def skewed(seconds: int) -> Iterator[None]:
     """Processes started in the block see their wall clock ``seconds`` off (libfaketime; monotonic time is
     left alone)."""
-    saved = {k: os.environ.get(k) for k in ("LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC")}
-    os.environ.update(LD_PRELOAD=str(LIBFAKETIME), FAKETIME=f"{seconds:+d}s", FAKETIME_DONT_FAKE_MONOTONIC="1")
-    try:
+    with environment(LD_PRELOAD=str(LIBFAKETIME), FAKETIME=f"{seconds:+d}s", FAKETIME_DONT_FAKE_MONOTONIC="1"):
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.mark.skipif(not LIBFAKETIME.exists(), reason="libfaketime is not installed (apt-get install faketime)")

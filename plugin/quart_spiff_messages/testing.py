@@ -25,7 +25,22 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["Server", "free_port", "invariant_violations", "serving", "start_server", "worker_pids"]
+__all__ = ["Server", "environment", "free_port", "invariant_violations", "serving", "start_server", "worker_pids"]
+
+
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Environment variables for the servers (processes) started inside the block; restored after it."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def free_port() -> int:
